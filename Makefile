@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh Debian machine (as root or with sudo):
+#   make run   — set up, then start the embedded stack (Ctrl-C stops it)
+#   make test  — set up, then run the linter and the whole test suite
+.PHONY: bootstrap run test lint unit clean
+
+VENV := .venv
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+run: bootstrap
+	$(VENV)/bin/cse dev up $(ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest $(ARGS)
+
+unit: bootstrap
+	$(VENV)/bin/pytest tests/unit $(ARGS)
+
+clean:
+	rm -rf .run .pytest_cache .ruff_cache

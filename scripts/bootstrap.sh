@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Set up everything CryptoSpreadEdge needs on a Debian/Ubuntu machine, idempotently:
+#   - system packages: redis-server and victoria-metrics (the embedded stack's Redis and
+#     time-series store) and python3-venv when the interpreter lacks venv;
+#   - the virtual environment at .venv/ with the project and its dev/test extras.
+# Needs root or sudo only when a system package is missing. Re-running is cheap: the venv
+# is reinstalled only when pyproject.toml changed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=.venv
+STAMP="$VENV/.bootstrap-stamp"
+APT_PACKAGES=(redis-server victoria-metrics)
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root or sudo to run: $*"
+  fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand (Debian packages)"
+  log "installing system packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. System packages.
+missing=()
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing+=(victoria-metrics)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+# 2. A Python >= 3.11 with venv.
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[ -n "$PYTHON" ] || { apt_install python3 python3-venv; PYTHON=python3; }
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  log "creating $VENV with $("$PYTHON" --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# 3. The project and its dependencies, when pyproject.toml changed.
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  log "installing the project into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev,test]'
+  echo "$want" > "$STAMP"
+fi
+log "ready: $VENV/bin/cse"

@@ -1,0 +1,1 @@
+"""Library shared by every CryptoSpreadEdge worker."""

@@ -1,0 +1,396 @@
+"""Kafka edge: typed producer and consumer loops over aiokafka.
+
+* :class:`Bus` owns the producer and an admin client. It creates the topics it knows
+  (with the configured partition count) before the first send and again whenever they
+  disappear (a broker that lost its storage), and retries sends with backoff while the
+  broker is away.
+* :class:`ConsumerLoop` runs one consumer-group member around a handler. Offsets are
+  committed only after the handler returned for every record of a batch
+  (at-least-once); a record that does not decode or validate, or whose handler raises
+  a non-transient error, goes to ``<topic>.dlq`` with the reason, and the loop moves
+  on. A :class:`~shared.errors.TransientError` from the handler is retried with backoff
+  and never committed past. When fetching or committing stalls (broker gone, group
+  forgotten by a restarted broker) the consumer is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared import metrics
+from shared.backoff import Backoff
+from shared.errors import BrokerUnavailable, TransientError
+from shared.logs import get_logger
+from shared.messages import TOPICS, Codec, DeadLetter, all_topic_names, key_of, now_ms
+from shared.settings import KafkaSettings
+
+log = get_logger("bus")
+
+Handler = Callable[[Any, ConsumerRecord], Awaitable[None]]
+
+
+class Bus:
+    """Producer side of the bus, plus topic management."""
+
+    def __init__(self, settings: KafkaSettings, *, topics: Iterable[str] | None = None,
+                 send_timeout_s: float = 60.0):
+        self.settings = settings
+        self.topics = list(topics) if topics is not None else all_topic_names()
+        self.send_timeout_s = send_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._topics_ok = False
+        self._ensure_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Connect, retrying with backoff until ``timeout_s`` (the broker may start later)."""
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff()
+        while True:
+            try:
+                self._admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.settings.bootstrap_servers,
+                    client_id=f"{self.settings.client_id}-admin",
+                )
+                await self._admin.start()
+                self._producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.bootstrap_servers,
+                    client_id=self.settings.client_id,
+                    acks="all",
+                    linger_ms=self.settings.linger_ms,
+                    max_batch_size=64 * 1024,
+                    request_timeout_ms=10_000,
+                )
+                await self._producer.start()
+                await self.ensure_topics(force=True)
+                return
+            except (KafkaError, OSError) as exc:
+                await self._close_clients()
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"Kafka at {self.settings.bootstrap_servers} unreachable: {exc!r}"
+                    ) from exc
+                delay = backoff.next()
+                log.warning("kafka_connect_retry", error=repr(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+            self._admin = None
+
+    async def ensure_topics(self, force: bool = False) -> list[str]:
+        """Create any missing topic; returns the names created."""
+        async with self._ensure_lock:
+            if self._topics_ok and not force:
+                return []
+            assert self._admin is not None, "Bus not started"
+            existing = set(await self._admin.list_topics())
+            missing = [t for t in self.topics if t not in existing]
+            if missing:
+                await create_topics(self._admin, missing, self.settings.partitions)
+                log.info("topics_created", topics=missing, partitions=self.settings.partitions)
+            self._topics_ok = True
+            return missing
+
+    async def topics_missing(self) -> list[str]:
+        """Topics of ours the broker does not list (it lost its storage if any)."""
+        assert self._admin is not None, "Bus not started"
+        existing = set(await self._admin.list_topics())
+        return [t for t in self.topics if t not in existing]
+
+    async def send(self, topic: str, message: Any, key: bytes | None = None) -> None:
+        """Encode and send ``message``; waits for the broker's ack, retrying while it is away."""
+        payload = Codec.encode(message)
+        await self.send_raw(topic, payload, key if key is not None else key_of(message))
+
+    async def send_raw(self, topic: str, payload: bytes, key: bytes | None) -> None:
+        deadline = time.monotonic() + self.send_timeout_s
+        backoff = Backoff()
+        while True:
+            try:
+                if not self._topics_ok:
+                    await self.ensure_topics()
+                assert self._producer is not None, "Bus not started"
+                await self._producer.send_and_wait(topic, payload, key=key)
+                metrics.BUS_PRODUCED.labels(topic).inc()
+                return
+            except KafkaError as exc:
+                metrics.BUS_ERRORS.labels("produce").inc()
+                self._topics_ok = False  # the broker may have restarted empty
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"send to {topic} failed: {exc!r}") from exc
+                delay = backoff.next()
+                log.warning("kafka_send_retry", topic=topic, error=repr(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                if self._producer is not None:
+                    with contextlib.suppress(Exception):
+                        await self._producer.client.force_metadata_update()
+
+    async def send_many(self, topic: str, messages: Iterable[Any]) -> int:
+        """Send a batch, pipelined: one ack wait for the lot. Falls back to ``send`` on error."""
+        assert self._producer is not None, "Bus not started"
+        items = [(Codec.encode(m), key_of(m)) for m in messages]
+        try:
+            if not self._topics_ok:
+                await self.ensure_topics()
+            futures = [await self._producer.send(topic, p, key=k) for p, k in items]
+            await asyncio.gather(*futures)
+            metrics.BUS_PRODUCED.labels(topic).inc(len(items))
+        except KafkaError:
+            self._topics_ok = False
+            for p, k in items:  # at-least-once: a resend may duplicate, never lose
+                await self.send_raw(topic, p, k)
+        return len(items)
+
+
+async def create_topics(admin: AIOKafkaAdminClient, names: Iterable[str], partitions: int) -> None:
+    names = list(names)
+    if not names:
+        return
+    try:
+        resp = await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    except TopicAlreadyExistsError:
+        return
+    for topic_error in getattr(resp, "topic_errors", []):
+        name, code = topic_error[0], topic_error[1]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise BrokerUnavailable(f"could not create topic {name}: error code {code}")
+
+
+@dataclass
+class ConsumerStats:
+    consumed: int = 0
+    dead_lettered: int = 0
+    rebuilds: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+class ConsumerLoop:
+    """One member of a consumer group, running ``handler(message, record)`` per record."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: KafkaSettings,
+        topics: list[str],
+        group_id: str,
+        handler: Handler,
+        *,
+        auto_offset_reset: str = "earliest",
+        max_transient_retries: int | None = None,
+        message_types: dict[str, type[Any]] | None = None,
+    ):
+        """``message_types`` maps topics outside :data:`TOPICS` to their message type."""
+        types = {t: TOPICS[t].message for t in topics if t in TOPICS} | (message_types or {})
+        unknown = [t for t in topics if t not in types]
+        if unknown:
+            raise ValueError(f"unknown topics {unknown}; known: {', '.join(TOPICS)}")
+        self.bus = bus
+        self.settings = settings
+        self.topics = topics
+        self.group_id = group_id
+        self.handler = handler
+        self.auto_offset_reset = auto_offset_reset
+        self.max_transient_retries = max_transient_retries
+        self.codecs = {t: Codec(types[t]) for t in topics}
+        self.stats = ConsumerStats()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self.assigned = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the record in hand, commit and leave the group."""
+        self._stopping.set()
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer else set()
+
+    def _build(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.client_id}-{self.group_id}",
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.auto_offset_reset,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_records=s.max_poll_records,
+            request_timeout_ms=max(s.session_timeout_ms + 5000, 15_000),
+            metadata_max_age_ms=5000,
+        )
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; rebuilds the consumer when the broker misbehaves."""
+        backoff = Backoff(maximum=5.0)
+        while not self._stopping.is_set():
+            self._consumer = self._build()
+            try:
+                await asyncio.wait_for(self._consumer.start(), self.settings.stall_timeout_s)
+                self.stats.last_progress = time.monotonic()
+                backoff.reset()
+                await self._consume(self._consumer)
+            except (KafkaError, OSError, TimeoutError, _Stalled) as exc:
+                metrics.BUS_ERRORS.labels("consume").inc()
+                self.stats.rebuilds += 1
+                metrics.BUS_CONSUMER_REBUILDS.labels(self.group_id).inc()
+                delay = backoff.next()
+                log.warning("consumer_rebuild", group=self.group_id, error=repr(exc),
+                            retry_in_s=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+            finally:
+                self.assigned.clear()
+                consumer, self._consumer = self._consumer, None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), 10)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        last_check = time.monotonic()
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_poll_records)
+            now = time.monotonic()
+            if consumer.assignment():
+                self.assigned.set()
+            offsets: dict[TopicPartition, int] = {}
+            for tp, records in batch.items():
+                for record in records:
+                    done = await self._process(record)
+                    if not done:  # stopping while retrying a transient failure
+                        break
+                    offsets[tp] = record.offset + 1
+                else:
+                    continue
+                break
+            if offsets:
+                try:
+                    await asyncio.wait_for(consumer.commit(offsets), self.settings.stall_timeout_s)
+                except TimeoutError:
+                    raise _Stalled("offset commit did not complete") from None
+                self.stats.last_progress = time.monotonic()
+            self._update_lag(consumer)
+            if now - last_check > 2.0:
+                last_check = now
+                await self._check_health(consumer)
+
+    async def _check_health(self, consumer: AIOKafkaConsumer) -> None:
+        """Detect a broker that restarted empty, or a group we are no longer part of."""
+        try:
+            missing = await asyncio.wait_for(self.bus.topics_missing(), 5)
+        except (KafkaError, OSError, TimeoutError, AssertionError):
+            missing = None
+        if missing:
+            overlap = [t for t in self.topics if t in missing]
+            if overlap:
+                with contextlib.suppress(Exception):
+                    await self.bus.ensure_topics(force=True)
+                raise _Stalled(f"topics vanished from the broker: {overlap}")
+        if not consumer.assignment() and time.monotonic() - self.stats.last_progress > max(
+            self.settings.stall_timeout_s, self.settings.session_timeout_ms / 1000 * 3
+        ):
+            raise _Stalled("no partition assigned for too long")
+        if consumer.assignment():
+            self.stats.last_progress = time.monotonic()
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                pos = consumer._fetcher._subscriptions.assignment[tp].position
+            except (AttributeError, KeyError):
+                continue
+            if pos is not None:
+                metrics.BUS_CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(
+                    max(0, high - pos)
+                )
+
+    async def _process(self, record: ConsumerRecord) -> bool:
+        """Handle one record; True once it is done (handled or dead-lettered)."""
+        topic = record.topic
+        try:
+            message = self.codecs[topic].decode(record.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._dead_letter(record, f"decode: {exc}")
+            return True
+        attempts = 0
+        backoff = Backoff(maximum=5.0)
+        while True:
+            try:
+                await self.handler(message, record)
+                self.stats.consumed += 1
+                metrics.BUS_CONSUMED.labels(topic, self.group_id).inc()
+                return True
+            except TransientError as exc:
+                attempts += 1
+                if self.max_transient_retries is not None and attempts > self.max_transient_retries:
+                    await self._dead_letter(record, f"handler gave up after {attempts} tries: {exc!r}")
+                    return True
+                delay = backoff.next()
+                log.warning("handler_retry", topic=topic, offset=record.offset, error=repr(exc),
+                            retry_in_s=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return False
+            except Exception as exc:  # a bug or a message the handler rejects
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                await self._dead_letter(
+                    record, f"handler: {exc!r} at {where.filename}:{where.lineno}"
+                )
+                return True
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        value = record.value or b""
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode("utf-8", "backslashreplace") if record.key else None,
+            reason=reason[:2000],
+            payload=value.decode("utf-8", "backslashreplace")[:100_000],
+            group=self.group_id,
+            ts_ms=now_ms(),
+        )
+        await self.bus.send_raw(f"{record.topic}.dlq", Codec.encode(letter), record.key)
+        self.stats.dead_lettered += 1
+        metrics.BUS_DEAD_LETTERED.labels(record.topic, self.group_id).inc()
+        log.warning("dead_lettered", topic=record.topic, partition=record.partition,
+                    offset=record.offset, reason=reason[:300])
+
+
+class _Stalled(Exception):
+    """Internal: the consumer must be rebuilt."""

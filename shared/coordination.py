@@ -1,0 +1,219 @@
+"""Coordination in Redis: leader lock with fencing, idempotency claims.
+
+Leader lock
+    ``acquire`` sets ``<prefix>lock:<name>`` to ``<owner>:<token>`` with a TTL when
+    nobody holds it, the token coming from an ever-increasing counter
+    ``<prefix>fence:<name>``. The holder renews well within the TTL; when it dies, the
+    key expires and the next contender gets a larger token. Every action a leader takes
+    goes through :meth:`LeaderLock.fenced` (or carries the token to a resource that
+    checks it), so a paused, stale leader that wakes up after losing the lock is refused
+    instead of acting twice.
+
+Idempotency claim
+    ``claim(key)`` is ``SET key owner NX EX ttl``: true for exactly one caller however
+    many race, so an order id is sent at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shared.errors import StaleLeader, TransientError
+from shared.logs import get_logger
+from shared.settings import RedisSettings
+
+log = get_logger("coordination")
+
+# KEYS[1]=lock KEYS[2]=fence  ARGV[1]=owner ARGV[2]=ttl_ms
+# Returns the holder's token if ARGV[1] now holds the lock, else 0.
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local owner, token = string.match(cur, '^(.*):(%d+)$')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(token)
+  end
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return token
+"""
+
+# KEYS[1]=lock  ARGV[1]=owner ARGV[2]=token
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ':' .. ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# A fenced write: KEYS[1]=lock KEYS[2]=target ARGV[1]=owner ARGV[2]=token ARGV[3]=value
+# Succeeds only while (owner, token) still holds the lock.
+_FENCED_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] .. ':' .. ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1
+"""
+
+# A resource that only moves forward in tokens: KEYS[1]=highest-seen ARGV[1]=token
+_FENCE_CHECK = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local token = tonumber(ARGV[1])
+if token < seen then
+  return 0
+end
+redis.call('SET', KEYS[1], token)
+return 1
+"""
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """A Redis client with timeouts; the URL (which may hold a password) is never logged."""
+    return aioredis.from_url(
+        settings.url.get_secret_value(),
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaderLock:
+    """A TTL lock with a fencing token; see the module docstring."""
+
+    def __init__(self, client: aioredis.Redis, name: str, *, ttl_s: float = 10.0,
+                 owner: str | None = None, prefix: str = "cse:"):
+        self.client = client
+        self.name = name
+        self.ttl_ms = int(ttl_s * 1000)
+        self.owner = owner or default_owner()
+        self.lock_key = f"{prefix}lock:{name}"
+        self.fence_key = f"{prefix}fence:{name}"
+        self.seen_key = f"{prefix}fence-seen:{name}"
+        self.token: int | None = None
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._fenced_set = client.register_script(_FENCED_SET)
+        self._fence_check = client.register_script(_FENCE_CHECK)
+
+    async def acquire(self) -> int | None:
+        """Take or renew the lock. Returns the fencing token, or None if another holds it."""
+        try:
+            token = int(await self._acquire(keys=[self.lock_key, self.fence_key],
+                                            args=[self.owner, self.ttl_ms]))
+        except RedisError as exc:
+            raise TransientError(f"redis unavailable for lock {self.name}: {exc}") from exc
+        if token:
+            if self.token != token:
+                log.info("leader_acquired", lock=self.name, token=token)
+            self.token = token
+            return token
+        if self.token is not None:
+            log.warning("leader_lost", lock=self.name, token=self.token)
+        self.token = None
+        return None
+
+    async def release(self) -> None:
+        if self.token is None:
+            return
+        with contextlib.suppress(RedisError):
+            await self._release(keys=[self.lock_key], args=[self.owner, self.token])
+        self.token = None
+
+    async def holder(self) -> tuple[str, int] | None:
+        raw = await self.client.get(self.lock_key)
+        if raw is None:
+            return None
+        owner, _, token = raw.decode().rpartition(":")
+        return owner, int(token)
+
+    async def fenced_set(self, key: str, value: str | bytes, token: int) -> None:
+        """Write ``key`` only while ``token`` still holds the lock; raise StaleLeader if not."""
+        ok = await self._fenced_set(keys=[self.lock_key, key], args=[self.owner, token, value])
+        if not ok:
+            raise StaleLeader(f"lock {self.name}: token {token} no longer holds the lock")
+
+    async def check_fence(self, token: int) -> None:
+        """For resources that remember the highest token used: refuse anything older."""
+        ok = await self._fence_check(keys=[self.seen_key], args=[token])
+        if not ok:
+            raise StaleLeader(f"lock {self.name}: token {token} is older than one already used")
+
+
+class LeaderElector:
+    """Keeps trying to lead; calls ``on_elected(token)`` / ``on_lost()`` on changes."""
+
+    def __init__(self, lock: LeaderLock, *,
+                 on_elected: Callable[[int], Awaitable[Any]] | None = None,
+                 on_lost: Callable[[], Awaitable[Any]] | None = None):
+        self.lock = lock
+        self.on_elected = on_elected
+        self.on_lost = on_lost
+        self.is_leader = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        period = self.lock.ttl_ms / 1000 / 3
+        try:
+            while not self._stop.is_set():
+                was = self.is_leader.is_set()
+                try:
+                    token = await self.lock.acquire()
+                except TransientError as exc:
+                    log.warning("leader_check_failed", lock=self.lock.name, error=str(exc))
+                    token = None
+                if token and not was:
+                    self.is_leader.set()
+                    if self.on_elected:
+                        await self.on_elected(token)
+                elif not token and was:
+                    self.is_leader.clear()
+                    if self.on_lost:
+                        await self.on_lost()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), period)
+        finally:
+            if self.is_leader.is_set():
+                self.is_leader.clear()
+                await self.lock.release()
+
+
+class Claims:
+    """Idempotency claims: the first ``claim(key)`` wins, every other gets False."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "cse:", ttl_s: int = 7 * 86_400,
+                 owner: str | None = None):
+        self.client = client
+        self.prefix = f"{prefix}claim:"
+        self.ttl_s = ttl_s
+        self.owner = owner or default_owner()
+
+    async def claim(self, key: str) -> bool:
+        try:
+            return bool(await self.client.set(self.prefix + key, self.owner, nx=True, ex=self.ttl_s))
+        except RedisError as exc:
+            raise TransientError(f"redis unavailable for claim: {exc}") from exc
+
+    async def owner_of(self, key: str) -> str | None:
+        raw = await self.client.get(self.prefix + key)
+        return raw.decode() if raw is not None else None

@@ -1,0 +1,1 @@
+"""The embedded stack: every process on one machine, no Docker."""

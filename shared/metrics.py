@@ -1,0 +1,127 @@
+"""Prometheus metrics shared by every worker, and the metrics/health HTTP endpoint.
+
+One aiohttp server per process serves ``/metrics`` (Prometheus text format),
+``/health`` (liveness: the worker loop beat recently) and ``/ready`` (readiness: the
+checks the worker registered, e.g. Kafka and Redis reachable). It runs on the worker's
+event loop, so a blocked loop shows up as a failed health check, as it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+
+# Bus (shared.bus)
+BUS_PRODUCED = Counter("cse_bus_messages_produced_total", "Messages produced", ["topic"])
+BUS_CONSUMED = Counter(
+    "cse_bus_messages_consumed_total", "Messages handled by a consumer", ["topic", "group"]
+)
+BUS_DEAD_LETTERED = Counter(
+    "cse_bus_messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["topic", "group"]
+)
+BUS_CONSUMER_LAG = Gauge(
+    "cse_bus_consumer_lag_messages", "High watermark minus position", ["group", "topic", "partition"]
+)
+BUS_CONSUMER_REBUILDS = Counter(
+    "cse_bus_consumer_rebuilds_total", "Consumers rebuilt after a stall or broker loss", ["group"]
+)
+BUS_ERRORS = Counter("cse_bus_errors_total", "Kafka errors by operation", ["op"])
+
+# Time-series store (shared.timeseries)
+TSDB_WRITTEN = Counter("cse_tsdb_points_written_total", "Points accepted by the store")
+TSDB_FAILURES = Counter("cse_tsdb_write_failures_total", "Failed write attempts")
+TSDB_DROPPED = Counter("cse_tsdb_points_dropped_total", "Points dropped because the buffer was full")
+TSDB_BUFFERED = Gauge("cse_tsdb_points_buffered", "Points waiting to be written")
+
+# Process
+WORKER_INFO = Gauge("cse_worker_up", "1 while the worker runs", ["worker"])
+WORKER_HEARTBEAT = Gauge("cse_worker_heartbeat_timestamp_seconds", "Last loop heartbeat", ["worker"])
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+class Health:
+    """Heartbeat and readiness checks of one worker."""
+
+    def __init__(self, worker: str, heartbeat_timeout_s: float = 30.0):
+        self.worker = worker
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.last_beat = time.monotonic()
+        self.checks: dict[str, ReadyCheck] = {}
+        self.state = "starting"
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+        WORKER_HEARTBEAT.labels(self.worker).set(time.time())
+
+    def add_check(self, name: str, check: ReadyCheck) -> None:
+        self.checks[name] = check
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.last_beat < self.heartbeat_timeout_s
+
+    async def ready(self) -> dict[str, bool]:
+        results: dict[str, bool] = {}
+        for name, check in self.checks.items():
+            try:
+                results[name] = bool(await asyncio.wait_for(check(), 3))
+            except Exception:
+                results[name] = False
+        return results
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(health: Health) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        age = time.monotonic() - health.last_beat
+        ok = health.alive() and health.state in ("starting", "running")
+        body = {"worker": health.worker, "state": health.state, "heartbeat_age_s": round(age, 3)}
+        return web.json_response({"status": "ok" if ok else "fail", **body}, status=200 if ok else 503)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = await health.ready()
+        ok = all(checks.values()) and health.state == "running"
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "state": health.state, "checks": checks},
+            status=200 if ok else 503,
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/health", healthz)
+    app.router.add_get("/ready", readyz)
+    return app
+
+
+class MetricsServer:
+    """``/metrics``, ``/health`` and ``/ready`` on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, health: Health, host: str, port: int):
+        self.health = health
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> MetricsServer:
+        self._runner = web.AppRunner(build_app(self.health), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+# Coordination
+LEADER = Gauge("cse_leader", "1 while this process holds the leader lock", ["lock"])

@@ -1,0 +1,97 @@
+"""Opening the shared clients of a worker and consuming until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiokafka import ConsumerRecord
+
+from shared import coordination, metrics
+from shared.bus import Bus, ConsumerLoop, Handler
+from shared.lifecycle import WorkerContext
+from shared.settings import CommonSettings
+from shared.timeseries import TimeSeriesWriter
+
+
+@dataclass
+class Services:
+    bus: Bus
+    redis: aioredis.Redis
+    tsdb: TimeSeriesWriter
+
+
+async def open_services(ctx: WorkerContext, settings: CommonSettings) -> Services:
+    """Connect Kafka, Redis and the store on ``ctx.stack``; register readiness checks."""
+    bus = await ctx.stack.enter_async_context(Bus(settings.kafka))
+    redis = coordination.connect(settings.redis)
+    ctx.stack.push_async_callback(redis.aclose)
+    tsdb = await ctx.stack.enter_async_context(TimeSeriesWriter(settings.store))
+
+    async def kafka_ok() -> bool:
+        return not await bus.topics_missing()
+
+    async def redis_ok() -> bool:
+        return bool(await redis.ping())
+
+    async def store_ok() -> bool:
+        return tsdb.failures == 0 or await tsdb.flush()
+
+    ctx.health.add_check("kafka", kafka_ok)
+    ctx.health.add_check("redis", redis_ok)
+    ctx.health.add_check("store", store_ok)
+    return Services(bus, redis, tsdb)
+
+
+async def consume_until_stopped(ctx: WorkerContext, loops: list[ConsumerLoop]) -> None:
+    """Run consumer loops; when ``ctx.stopping`` is set, let each commit and leave."""
+    tasks = [asyncio.create_task(loop.run(), name=f"consume-{loop.group_id}") for loop in loops]
+    ctx.health.state = "running"
+    stop_wait = asyncio.create_task(ctx.stopping.wait())
+    await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    for loop in loops:
+        loop.stop()
+    stop_wait.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+def consumer(services: Services, settings: CommonSettings, topics: list[str], group: str,
+             handler: Handler) -> ConsumerLoop:
+    return ConsumerLoop(services.bus, settings.kafka, topics, group, handler)
+
+
+async def count_only(_message: object, _record: ConsumerRecord) -> None:
+    """Handler of workers whose logic is not built yet: consume and commit."""
+
+
+
+
+REBALANCE_LOCK = "rebalance"
+
+
+async def elect_until_stopped(ctx: WorkerContext, services: Services, settings: CommonSettings,
+                              lock_name: str = REBALANCE_LOCK, ttl_s: float = 15.0) -> None:
+    """Contend for ``lock_name`` until stopping; the gauge shows who leads."""
+    lock = coordination.LeaderLock(services.redis, lock_name, ttl_s=ttl_s,
+                                   prefix=settings.redis.key_prefix)
+
+    async def elected(token: int) -> None:
+        metrics.LEADER.labels(lock_name).set(1)
+        ctx.log.info("leader_elected", lock=lock_name, token=token)
+
+    async def lost() -> None:
+        metrics.LEADER.labels(lock_name).set(0)
+        ctx.log.warning("leadership_lost", lock=lock_name)
+
+    elector = coordination.LeaderElector(lock, on_elected=elected, on_lost=lost)
+    metrics.LEADER.labels(lock_name).set(0)
+    task = asyncio.create_task(elector.run(), name=f"elect-{lock_name}")
+    ctx.health.state = "running"
+    await ctx.stopping.wait()
+    elector.stop()
+    await task
+    metrics.LEADER.labels(lock_name).set(0)

@@ -1,0 +1,81 @@
+"""Session fixtures: the real Tansu broker, redis-server and victoria-metrics on free ports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import infra
+from shared.settings import KafkaSettings, RedisSettings, StoreSettings
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="session")
+def kafka(run_dir: Path) -> Iterator[infra.Running]:
+    running = infra.start(infra.tansu_spec(infra.free_port()), run_dir / "logs")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(run_dir: Path) -> Iterator[infra.Running]:
+    running = infra.start(infra.redis_spec(infra.free_port(), run_dir / "redis"), run_dir / "logs")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(run_dir: Path) -> Iterator[infra.Running]:
+    spec = infra.victoria_metrics_spec(infra.free_port(), run_dir / "vm")
+    running = infra.start(spec, run_dir / "logs")
+    yield running
+    running.stop()
+
+
+def fast_kafka(bootstrap: str) -> KafkaSettings:
+    """Short session timeouts so group rebalances take seconds, not tens of seconds."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=500,
+        stall_timeout_s=8.0,
+    )
+
+
+@pytest.fixture
+def kafka_settings(kafka: infra.Running) -> KafkaSettings:
+    return fast_kafka(f"127.0.0.1:{kafka.port}")
+
+
+@pytest.fixture
+def redis_settings(redis_server: infra.Running) -> RedisSettings:
+    return RedisSettings(url=f"redis://127.0.0.1:{redis_server.port}/0",
+                         key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+
+
+@pytest.fixture
+def store_settings(victoria: infra.Running) -> StoreSettings:
+    return StoreSettings(url=f"http://127.0.0.1:{victoria.port}", batch_size=500,
+                         flush_interval_s=0.2)
+
+
+@pytest.fixture
+def topic() -> str:
+    """A fresh topic name, so tests on the shared broker never see each other's messages."""
+    return f"test.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis_client(redis_settings: RedisSettings) -> AsyncIterator[object]:
+    from shared.coordination import connect
+
+    client = connect(redis_settings)
+    yield client
+    await client.aclose()

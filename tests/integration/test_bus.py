@@ -1,0 +1,223 @@
+"""The bus against the real Tansu broker: groups, redelivery, dead letters, broker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.bus import Bus, ConsumerLoop
+from shared.embedded import infra
+from shared.messages import DeadLetter, OrderBook, dead_letter_topic
+from shared.settings import KafkaSettings
+from tests.conftest import fast_kafka
+
+pytestmark = pytest.mark.slow
+
+
+def book(seq: int, symbol: str | None = None) -> OrderBook:
+    return OrderBook(venue="sim", symbol=symbol or f"SYM{seq}/USDT", bids=[(100.0, 1.0)],
+                     asks=[(101.0, 1.0)], ts_venue_ms=1, ts_recv_ms=1, seq=seq)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def loop_for(bus: Bus, settings: KafkaSettings, topic: str, group: str,
+             handler: Callable[[Any, Any], Awaitable[None]]) -> ConsumerLoop:
+    return ConsumerLoop(bus, settings, [topic], group, handler, message_types={topic: OrderBook})
+
+
+async def test_group_of_three_splits_partitions_and_consumes_each_message_once(
+        kafka_settings: KafkaSettings, topic: str) -> None:
+    seen: dict[int, list[int]] = defaultdict(list)  # seq -> members that handled it
+
+    def handler_for(member: int) -> Callable[[Any, Any], Awaitable[None]]:
+        async def handle(msg: OrderBook, _record: Any) -> None:
+            seen[msg.seq].append(member)
+        return handle
+
+    async with Bus(kafka_settings, topics=[topic, dead_letter_topic(topic)]) as bus:
+        loops = [loop_for(bus, kafka_settings, topic, "g-split", handler_for(m)) for m in range(3)]
+        tasks = [asyncio.create_task(lp.run()) for lp in loops]
+        try:
+            await eventually(lambda: all(len(lp.assignment) == 2 for lp in loops), 40,
+                             "a 2/2/2 partition split")
+            assignments = [lp.assignment for lp in loops]
+            assert set().union(*assignments) == {a for s in assignments for a in s}
+            assert len(set().union(*assignments)) == 6
+            await bus.send_many(topic, [book(i) for i in range(120)])
+            await eventually(lambda: len(seen) == 120, 30, "all 120 messages")
+            await asyncio.sleep(1.0)  # anything handled twice would show up by now
+        finally:
+            for lp in loops:
+                lp.stop()
+            await asyncio.gather(*tasks)
+    assert all(len(members) == 1 for members in seen.values()), {
+        s: m for s, m in seen.items() if len(m) != 1}
+    handled_by = {members[0] for members in seen.values()}
+    assert handled_by == {0, 1, 2}, "every member should have handled messages of its partitions"
+
+
+KILLABLE = r"""
+import asyncio, json, sys
+from shared.bus import Bus, ConsumerLoop
+from shared.messages import OrderBook, dead_letter_topic
+from tests.conftest import fast_kafka
+
+bootstrap, topic, out = sys.argv[1:4]
+
+async def main():
+    settings = fast_kafka(bootstrap)
+    async with Bus(settings, topics=[topic, dead_letter_topic(topic)]) as bus:
+        async def handle(msg, record):
+            with open(out, "a") as f:
+                f.write(json.dumps(msg.seq) + "\n")
+            await asyncio.Event().wait()   # never returns: the offset is never committed
+        loop = ConsumerLoop(bus, settings, [topic], "g-kill", handle,
+                            message_types={topic: OrderBook})
+        task = asyncio.create_task(loop.run())
+        await loop.assigned.wait()
+        with open(out + ".assigned", "w") as f:
+            f.write(json.dumps(sorted(tp.partition for tp in loop.assignment)))
+        await task
+
+asyncio.run(main())
+"""
+
+
+async def test_consumer_killed_before_commit_has_its_messages_redelivered(
+        kafka: infra.Running, kafka_settings: KafkaSettings, topic: str, tmp_path: Path) -> None:
+    out = tmp_path / "victim.jsonl"
+    victim = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, f"127.0.0.1:{kafka.port}", topic, str(out)],
+        cwd=Path(__file__).parents[2], start_new_session=True,
+    )
+    handled: list[int] = []
+
+    async def survivor_handler(msg: OrderBook, _record: Any) -> None:
+        handled.append(msg.seq)
+
+    try:
+        async with Bus(kafka_settings, topics=[topic, dead_letter_topic(topic)]) as bus:
+            survivor = loop_for(bus, kafka_settings, topic, "g-kill", survivor_handler)
+            task = asyncio.create_task(survivor.run())
+            marker = Path(str(out) + ".assigned")
+            await eventually(lambda: marker.exists() and json.loads(marker.read_text())
+                             and len(survivor.assignment) > 0
+                             and len(survivor.assignment) + len(json.loads(marker.read_text())) == 6,
+                             40, "the victim and the survivor sharing the partitions")
+            await bus.send_many(topic, [book(i) for i in range(60)])
+            await eventually(lambda: out.exists() and out.read_text().strip() != "", 20,
+                             "the victim to receive a message")
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(5)
+            await eventually(lambda: set(handled) == set(range(60)), 40,
+                             "the survivor to handle every message, the victim's included")
+            survivor.stop()
+            await task
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    victim_got = {int(x) for x in out.read_text().split()}
+    assert victim_got, "the victim handled nothing, so nothing was tested"
+    assert victim_got <= set(handled), "messages the victim held were not redelivered"
+
+
+async def test_malformed_message_goes_to_dead_letter_topic_and_consumer_moves_on(
+        kafka_settings: KafkaSettings, topic: str) -> None:
+    handled: list[int] = []
+
+    async def handler(msg: OrderBook, _record: Any) -> None:
+        if msg.seq == 13:
+            raise ValueError("unlucky book")
+        handled.append(msg.seq)
+
+    async with Bus(kafka_settings, topics=[topic, dead_letter_topic(topic)]) as bus:
+        loop = loop_for(bus, kafka_settings, topic, "g-dlq", handler)
+        task = asyncio.create_task(loop.run())
+        key = b"BTC/USDT"
+        await bus.send_raw(topic, b"{not json", key)  # does not decode
+        await bus.send_raw(topic, b'{"type":"orderbook","venue":"x"}', key)  # does not validate
+        await bus.send(topic, book(13, "BTC/USDT"))  # the handler rejects it
+        await bus.send(topic, book(1, "BTC/USDT"))
+        await eventually(lambda: handled == [1], 30, "the good message after the bad ones")
+        loop.stop()
+        await task
+    assert loop.stats.dead_lettered == 3
+
+    letters = await read_all(kafka_settings.bootstrap_servers, dead_letter_topic(topic), 3)
+    decoded = [msgspec.json.decode(v, type=DeadLetter) for v in letters]
+    reasons = [d.reason for d in decoded]
+    assert reasons[0].startswith("decode:") and "malformed" in reasons[0]
+    assert reasons[1].startswith("decode:") and "missing required field" in reasons[1]
+    assert reasons[2].startswith("handler:") and "unlucky book" in reasons[2]
+    assert decoded[0].payload == "{not json"
+    assert all(d.topic == topic and d.group == "g-dlq" and d.key == "BTC/USDT" for d in decoded)
+
+
+async def read_all(bootstrap: str, topic: str, n: int, timeout: float = 20) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=10, group_id=None)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    out.sort(key=lambda r: (r.partition, r.offset))
+    return [r.value for r in out]
+
+
+async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: Path) -> None:
+    port = infra.free_port()
+    broker = infra.start(infra.tansu_spec(port), tmp_path)
+    settings = fast_kafka(f"127.0.0.1:{port}")
+    topic = "md.orderbooks"
+    handled: set[int] = set()
+
+    async def handler(msg: OrderBook, _record: Any) -> None:
+        handled.add(msg.seq)
+
+    try:
+        async with Bus(settings, topics=[topic, dead_letter_topic(topic)]) as bus:
+            loop = ConsumerLoop(bus, settings, [topic], "g-restart", handler)
+            task = asyncio.create_task(loop.run())
+            await bus.send_many(topic, [book(i) for i in range(20)])
+            await eventually(lambda: handled >= set(range(20)), 30, "messages before the restart")
+
+            broker.kill()
+            # a send while the broker is down waits and retries instead of failing
+            pending = asyncio.create_task(bus.send(topic, book(100)))
+            await asyncio.sleep(2.0)
+            assert not pending.done()
+            broker = infra.start(infra.tansu_spec(port), tmp_path)
+            await asyncio.wait_for(pending, 60)
+            for i in range(101, 121):
+                await bus.send(topic, book(i))
+            await eventually(lambda: handled >= set(range(100, 121)), 60,
+                             "messages sent during and after the restart")
+            loop.stop()
+            await task
+    finally:
+        broker.stop()

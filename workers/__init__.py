@@ -1,0 +1,1 @@
+"""CryptoSpreadEdge worker processes and the ``cse`` command line."""

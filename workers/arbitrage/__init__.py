@@ -1,0 +1,1 @@
+"""arbitrage-worker: consumer group over md.orderbooks (detection and execution to come)."""

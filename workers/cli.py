@@ -1,0 +1,191 @@
+"""``cse``: one command line for every process of CryptoSpreadEdge.
+
+Each Swarm service runs one subcommand of the same image::
+
+    cse main          cryptospreadedge-main (API, ingest, integrated rebalancer)
+    cse rebalancer    portfolio-rebalancer
+    cse arbitrage     arbitrage-worker
+    cse monitor       portfolio-monitor
+
+and on a development machine::
+
+    cse dev up        the embedded stack: broker, Redis, store and every worker
+    cse dev status    one snapshot of the running embedded stack
+    cse config check  validate the CSE_* environment of a worker
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+WORKERS = {
+    "main": ("cryptospreadedge-main", "workers.main", "MainSettings"),
+    "rebalancer": ("portfolio-rebalancer", "workers.rebalancer", "RebalancerSettings"),
+    "arbitrage": ("arbitrage-worker", "workers.arbitrage", "ArbitrageSettings"),
+    "monitor": ("portfolio-monitor", "workers.monitor", "MonitorSettings"),
+}
+DEFAULT_RUN_DIR = Path(os.environ.get("CSE_RUN_DIR", ".run/dev"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cse",
+        description="CryptoSpreadEdge: one crypto portfolio across many exchanges.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes: 0 ok, 1 crash or unhealthy, 2 bad configuration or fatal error.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd, (service, _module, _cls) in WORKERS.items():
+        w = sub.add_parser(cmd, help=f"run the {service} service")
+        w.add_argument("--check", action="store_true",
+                       help="probe a running instance's /health on its metrics port; exit 0/1")
+        w.set_defaults(func=_run_worker, worker=cmd)
+
+    dev = sub.add_parser("dev", help="the embedded stack on this machine")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    up = dev_sub.add_parser("up", help="start broker, Redis, store and every worker; Ctrl-C stops")
+    up.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
+                    help="logs, data and status files (default: %(default)s)")
+    up.add_argument("--api-port", type=int, default=None, help="main API (default 8000; 0 = free)")
+    up.add_argument("--main-metrics-port", type=int, default=None,
+                    help="main service metrics (default 9001; 0 = free)")
+    up.add_argument("--monitor-metrics-port", type=int, default=None,
+                    help="portfolio monitor metrics (default 9002; 0 = free)")
+    up.add_argument("--arbitrage-replicas", type=int, default=3, help="default: %(default)s")
+    up.add_argument("--env-file", action="append", type=Path, default=[],
+                    help="CSE_* variables for every worker (repeatable)")
+    up.set_defaults(func=_dev_up)
+    st = dev_sub.add_parser("status", help="print the running stack's status once")
+    st.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    st.set_defaults(func=_dev_status)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    chk = cfg_sub.add_parser("check", help="validate the environment for a worker and print it")
+    chk.add_argument("worker", choices=sorted(WORKERS))
+    chk.set_defaults(func=_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def _settings_class(worker: str) -> type:
+    _service, module, cls = WORKERS[worker]
+    return getattr(importlib.import_module(f"{module}.settings"), cls)  # type: ignore[no-any-return]
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from shared.lifecycle import run_worker
+
+    service, module, _cls = WORKERS[args.worker]
+    settings_cls = _settings_class(args.worker)
+    if args.check:
+        return _check(service, settings_cls)
+    run = importlib.import_module(f"{module}.worker").run
+    return run_worker(service, settings_cls, run)
+
+
+def _check(service: str, settings_cls: type) -> int:
+    from shared.settings import SettingsError, load
+
+    try:
+        settings = load(settings_cls)
+    except SettingsError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{settings.metrics_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            print(resp.read().decode())
+            return 0 if resp.status == 200 else 1
+    except OSError as exc:
+        print(f"{service}: unhealthy ({url}: {exc})", file=sys.stderr)
+        return 1
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{path}:{n}: expected KEY=VALUE, got {raw!r}")
+        env[key.strip()] = value.split(" #", 1)[0].strip().strip("\"'")
+    return env
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from shared import logs
+    from shared.embedded.supervisor import StackConfig, Supervisor
+
+    logs.configure("warning", "console", stream=sys.stderr)
+
+    env: dict[str, str] = {}
+    for path in args.env_file:
+        try:
+            env.update(_read_env_file(path))
+        except (OSError, ValueError) as exc:
+            print(f"cse dev up: {exc}", file=sys.stderr)
+            return 2
+    explicit = {name for name, value in (("api-port", args.api_port),
+                                          ("main-metrics-port", args.main_metrics_port),
+                                          ("monitor-metrics-port", args.monitor_metrics_port))
+                if value}
+    if args.arbitrage_replicas < 0:
+        print("cse dev up: --arbitrage-replicas must be >= 0", file=sys.stderr)
+        return 2
+    config = StackConfig(
+        run_dir=args.run_dir.resolve(),
+        api_port=8000 if args.api_port is None else args.api_port,
+        main_metrics_port=9001 if args.main_metrics_port is None else args.main_metrics_port,
+        monitor_metrics_port=9002 if args.monitor_metrics_port is None else args.monitor_metrics_port,
+        explicit_ports=explicit,
+        arbitrage_replicas=args.arbitrage_replicas,
+        env=env,
+    )
+    return asyncio.run(Supervisor(config).run())
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    from shared.embedded.supervisor import read_status, render_table
+
+    snap, why = read_status(args.run_dir.resolve())
+    if args.json:
+        print(json.dumps({"status": why, **(snap or {})}, indent=2))
+    elif snap is not None and why == "ok":
+        print(render_table(snap))
+    else:
+        print(f"cse dev status: {why}", file=sys.stderr)
+    return 0 if snap is not None and why == "ok" and snap.get("healthy") else 1
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from shared.settings import SettingsError, load
+
+    service = WORKERS[args.worker][0]
+    try:
+        settings = load(_settings_class(args.worker))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"{service}: {line}", file=sys.stderr)
+        return 2
+    print(settings.model_dump_json(indent=2))  # SecretStr fields print as '**********'
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

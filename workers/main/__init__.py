@@ -1,0 +1,1 @@
+"""cryptospreadedge-main: HTTP API, market-data ingest, integrated rebalancer."""

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from shared.lifecycle import WorkerContext
+from shared.runtime import elect_until_stopped, open_services
+from workers.main.settings import MainSettings
+
+
+async def run(ctx: WorkerContext, settings: MainSettings) -> None:
+    """Serve the API's health routes and, when enabled, contend for the rebalance lock."""
+    services = await open_services(ctx, settings)
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok" if ctx.health.alive() else "fail"})
+
+    async def ready(_request: web.Request) -> web.Response:
+        checks = await ctx.health.ready()
+        ok = all(checks.values())
+        return web.json_response({"status": "ok" if ok else "fail", "checks": checks},
+                                 status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ctx.stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, settings.api.host, settings.api.port, reuse_address=True).start()
+    ctx.log.info("api_listening", port=settings.api.port)
+    if settings.rebalance.enabled:
+        await elect_until_stopped(ctx, services, settings)
+    else:
+        ctx.health.state = "running"
+        await ctx.stopping.wait()
+    await asyncio.sleep(0)

@@ -1,0 +1,1 @@
+"""portfolio-monitor: valuation, allocation, PnL per exchange, drawdown, correlation."""

@@ -1,0 +1,1 @@
+"""portfolio-rebalancer: the dedicated, leader-elected rebalance loop."""

@@ -1,0 +1,8 @@
+import sys
+
+from shared.lifecycle import run_worker
+from workers.rebalancer.settings import RebalancerSettings
+from workers.rebalancer.worker import run
+
+if __name__ == "__main__":
+    sys.exit(run_worker("portfolio-rebalancer", RebalancerSettings, run))
