@@ -300,13 +300,17 @@ class ConsumerLoop:
                 except TimeoutError:
                     raise _Stalled("offset commit did not complete") from None
                 self.stats.last_progress = time.monotonic()
-            self._update_lag(consumer)
-            if now - last_check > 2.0:
+            if now - last_check > 1.0:
                 last_check = now
+                await self._update_lag(consumer)
                 await self._check_health(consumer)
 
     async def _check_health(self, consumer: AIOKafkaConsumer) -> None:
-        """Detect a broker that restarted empty, or a group we are no longer part of."""
+        """Detect a broker that restarted empty, or a group we are no longer part of.
+
+        aiokafka alone would retry a commit against a forgotten group for minutes and read
+        nothing from topics re-created empty; a fresh consumer starts clean.
+        """
         try:
             missing = await asyncio.wait_for(self.bus.topics_missing(), 5)
         except (KafkaError, OSError, TimeoutError, AssertionError):
@@ -324,19 +328,15 @@ class ConsumerLoop:
         if consumer.assignment():
             self.stats.last_progress = time.monotonic()
 
-    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
                 continue
-            try:
-                pos = consumer._fetcher._subscriptions.assignment[tp].position
-            except (AttributeError, KeyError):
-                continue
-            if pos is not None:
-                metrics.BUS_CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(
-                    max(0, high - pos)
-                )
+            position = await consumer.position(tp)
+            metrics.BUS_CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(
+                max(0, high - position)
+            )
 
     async def _process(self, record: ConsumerRecord) -> bool:
         """Handle one record; True once it is done (handled or dead-lettered)."""

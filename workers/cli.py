@@ -6,6 +6,7 @@ Each Swarm service runs one subcommand of the same image::
     cse rebalancer    portfolio-rebalancer
     cse arbitrage     arbitrage-worker
     cse monitor       portfolio-monitor
+    cse venue-sim     a paper exchange (development and staging)
 
 and on a development machine::
 
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         w.add_argument("--check", action="store_true",
                        help="probe a running instance's /health on its metrics port; exit 0/1")
         w.set_defaults(func=_run_worker, worker=cmd)
+
+    vs = sub.add_parser("venue-sim", add_help=False,
+                        help="a paper exchange speaking the Binance spot REST dialect "
+                             "(`cse venue-sim --help`)")
+    vs.add_argument("args", nargs=argparse.REMAINDER)
+    vs.set_defaults(func=_venue_sim)
 
     dev = sub.add_parser("dev", help="the embedded stack on this machine")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
@@ -113,6 +120,12 @@ def _check(service: str, settings_cls: type) -> int:
         return 1
 
 
+def _venue_sim(args: argparse.Namespace) -> int:
+    from workers.venue_sim.__main__ import main as venue_sim_main
+
+    return int(venue_sim_main(args.args))
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     for n, raw in enumerate(path.read_text().splitlines(), 1):
@@ -130,7 +143,13 @@ def _dev_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from shared import logs
-    from shared.embedded.supervisor import StackConfig, Supervisor
+    from shared.embedded.supervisor import StackConfig, Supervisor, read_status
+
+    running, why = read_status(args.run_dir.resolve())
+    if running is not None and why == "ok":
+        print(f"cse dev up: a stack is already running in {args.run_dir} (supervisor pid "
+              f"{running['supervisor_pid']}); stop it or pass another --run-dir", file=sys.stderr)
+        return 2
 
     logs.configure("warning", "console", stream=sys.stderr)
 
