@@ -4,9 +4,13 @@
 
     CseError
      ├── TransientError        retry with backoff (broker away, store timeout, 429)
-     │    └── BrokerUnavailable
+     │    ├── BrokerUnavailable
+     │    └── ExchangeUnavailable   timeouts, 5xx, rate limits (ccxt NetworkError)
+     ├── ExchangeRejected      the venue said no: funds, order, symbol (ccxt ExchangeError)
      └── FatalError            stop the process, alert (bad config, auth refused)
           ├── settings.SettingsError
+          ├── ExchangeAuthError   keys refused (ccxt AuthenticationError)
+          ├── keys.KeyFileError
           └── StaleLeader      a fencing token was refused: this process is no leader
 
 Adapters wrap library errors with ``raise ... from exc`` so callers catch ours.
@@ -33,3 +37,23 @@ class FatalError(CseError):
 
 class StaleLeader(FatalError):
     """A write was attempted with a fencing token older than the current leader's."""
+
+
+class ExchangeUnavailable(TransientError):
+    """The venue did not answer, answered with a server error, or rate-limited us."""
+
+
+class ExchangeRejected(CseError):
+    """The venue refused the request (insufficient funds, invalid order, unknown symbol...).
+
+    Retrying the same request cannot help; the caller decides (skip, hedge, alert).
+    ``kind`` is the ccxt exception class name.
+    """
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class ExchangeAuthError(FatalError):
+    """The venue refused our credentials or permissions."""

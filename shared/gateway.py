@@ -1,17 +1,116 @@
-"""The exchange gateway: the one place that builds ccxt clients.
+"""The exchange gateway: the one place that builds ccxt clients and calls them.
 
 Workers reach exchanges only through ``ccxt.async_support``. A venue is configured by
-name; it is either a real exchange (a ccxt id, keys from the encrypted key file) or a
-venue-sim paper exchange reached by URL (an unmodified ``ccxt.binance`` whose URLs point
-at it).
+name in ``CSE_VENUES`` (``name=target`` pairs, comma-separated):
+
+* ``binance=binance`` — a real exchange by ccxt id; credentials from the encrypted key
+  file (:mod:`shared.keys`) under the venue's name;
+* ``sim-a=http://127.0.0.1:9101`` — a venue-sim paper exchange by URL: an unmodified
+  ``ccxt.binance`` whose URLs point at it; credentials from the key file if present,
+  else ``CSE_SIM_API_KEY`` / ``CSE_SIM_API_SECRET`` (the development pair by default).
+
+Every call goes through :meth:`Gateway.call`, which times and counts it, maps ccxt's
+exceptions onto the project's vocabulary and retries what is transient::
+
+    ccxt NetworkError / OperationFailed (timeouts, 5xx, 429 DDoSProtection,
+      RateLimitExceeded — siblings in ccxt 4.5 —, InvalidNonce) -> ExchangeUnavailable, retried
+    ccxt AuthenticationError (PermissionDenied, AccountSuspended) -> ExchangeAuthError (fatal)
+    other ccxt ExchangeError (InsufficientFunds, InvalidOrder, BadSymbol, ...) -> ExchangeRejected
+
+A rate-limit answer puts the whole venue into a cool-down that every later call waits
+out, so one burst does not turn into a ban. Orders are never blindly re-sent: see
+:meth:`Gateway.create_order`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import ccxt
 import ccxt.async_support as ccxt_async
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared import metrics
+from shared.backoff import Backoff
+from shared.errors import ExchangeAuthError, ExchangeRejected, ExchangeUnavailable
+from shared.logs import get_logger, register_secret
+from shared.settings import _Part
+
+log = get_logger("gateway")
+
+DEV_SIM_API_KEY = "venue-sim-dev-key"
+DEV_SIM_API_SECRET = "venue-sim-dev-secret"
+
+
+@dataclass(frozen=True)
+class VenueSpec:
+    name: str
+    kind: str  # "sim" | "ccxt"
+    target: str  # base URL for sim, ccxt id otherwise
+
+
+def parse_venues(text: str) -> list[VenueSpec]:
+    """``"a=http://127.0.0.1:9101,binance=binance"`` -> venue specs (validated)."""
+    specs: list[VenueSpec] = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        name, sep, target = (x.strip() for x in item.partition("="))
+        if not sep or not name or not target:
+            raise ValueError(f"{item!r} is not name=URL or name=ccxt-id")
+        if any(s.name == name for s in specs):
+            raise ValueError(f"venue {name!r} is listed twice")
+        if target.startswith(("http://", "https://")):
+            specs.append(VenueSpec(name, "sim", target.rstrip("/")))
+        elif target in ccxt.exchanges:
+            specs.append(VenueSpec(name, "ccxt", target))
+        else:
+            raise ValueError(f"venue {name!r}: {target!r} is neither an http(s) URL nor a ccxt id")
+    return specs
+
+
+class VenueSettings(_Part):
+    """Which venues and symbols, and how to reach them."""
+
+    model_config = SettingsConfigDict(env_prefix="CSE_")
+
+    venues: str = Field("", description="name=URL or name=ccxt-id, comma-separated")
+    symbols: str = Field("BTC/USDT,ETH/USDT,SOL/USDT,BNB/USDT,XRP/USDT",
+                         description="ccxt symbols, comma-separated")
+    keys_file: Path = Path("config/api_keys.encrypted")
+    sim_api_key: SecretStr = SecretStr(DEV_SIM_API_KEY)
+    sim_api_secret: SecretStr = SecretStr(DEV_SIM_API_SECRET)
+    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    exchange_retries: int = Field(3, ge=0, le=20)
+
+    @field_validator("venues")
+    @classmethod
+    def _venues_parse(cls, value: str) -> str:
+        parse_venues(value)
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_parse(cls, value: str) -> str:
+        for symbol in (s.strip() for s in value.split(",") if s.strip()):
+            base, sep, quote = symbol.partition("/")
+            if not sep or not base or not quote:
+                raise ValueError(f"{symbol!r} is not BASE/QUOTE")
+        return value
+
+    @property
+    def venue_specs(self) -> list[VenueSpec]:
+        return parse_venues(self.venues)
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
 
 
 def point_binance_at(exchange: Any, base_url: str) -> None:
@@ -56,3 +155,152 @@ def sim_client(base_url: str, api_key: str | None = None, secret: str | None = N
     exchange = ccxt_async.binance(config)
     point_binance_at(exchange, base_url)
     return exchange
+
+
+def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: int) -> Any:
+    """A ccxt client for a real exchange, with ccxt's own rate limiter on."""
+    cls = getattr(ccxt_async, ccxt_id)
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
+    config.update({k: v.get_secret_value() for k, v in credentials.items()})
+    return cls(config)
+
+
+def classify(exc: BaseException) -> type[Exception]:
+    """Which project error a ccxt exception becomes."""
+    if isinstance(exc, ccxt.AuthenticationError):
+        return ExchangeAuthError
+    if isinstance(exc, ccxt.ExchangeError):
+        return ExchangeRejected
+    return ExchangeUnavailable  # NetworkError, OperationFailed and anything unexpected
+
+
+class Gateway:
+    """Clients for every configured venue, and the one way to call them."""
+
+    def __init__(self, settings: VenueSettings, keys: dict[str, dict[str, SecretStr]] | None = None):
+        self.settings = settings
+        self.specs = {s.name: s for s in settings.venue_specs}
+        self.keys = keys or {}
+        self._clients: dict[str, Any] = {}
+        self._cooldown_until: dict[str, float] = {}
+        for value in (settings.sim_api_key, settings.sim_api_secret):
+            register_secret(value)
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def venues(self) -> list[str]:
+        return list(self.specs)
+
+    def client(self, venue: str) -> Any:
+        if venue not in self.specs:
+            raise KeyError(f"unknown venue {venue!r}; configured: {', '.join(self.specs) or 'none'}")
+        if venue not in self._clients:
+            spec = self.specs[venue]
+            creds = self.keys.get(venue)
+            timeout = self.settings.exchange_timeout_ms
+            if spec.kind == "sim":
+                key = creds["apiKey"] if creds else self.settings.sim_api_key
+                secret = creds["secret"] if creds else self.settings.sim_api_secret
+                self._clients[venue] = sim_client(spec.target, key.get_secret_value(),
+                                                  secret.get_secret_value(), timeout_ms=timeout)
+            else:
+                self._clients[venue] = real_client(spec.target, creds or {}, timeout_ms=timeout)
+        return self._clients[venue]
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            try:
+                await client.close()
+            except Exception as exc:  # closing must not hide the error that got us here
+                log.warning("exchange_close_failed", error=repr(exc))
+
+    async def _wait_cooldown(self, venue: str) -> None:
+        remaining = self._cooldown_until.get(venue, 0.0) - time.monotonic()
+        if remaining > 0:
+            metrics.EXCHANGE_BACKOFF.labels(venue).set(remaining)
+            await asyncio.sleep(remaining)
+            metrics.EXCHANGE_BACKOFF.labels(venue).set(0)
+
+    async def call(self, venue: str, method: str, *args: Any, retries: int | None = None,
+                   **kwargs: Any) -> Any:
+        """Call ``client.<method>(*args, **kwargs)``, retrying transient errors."""
+        attempts = self.settings.exchange_retries if retries is None else retries
+        backoff = Backoff(initial=0.25, maximum=10.0)
+        client = self.client(venue)
+        fn = getattr(client, method)
+        for attempt in range(attempts + 1):
+            await self._wait_cooldown(venue)
+            metrics.EXCHANGE_REQUESTS.labels(venue, method).inc()
+            started = time.perf_counter()
+            try:
+                result = await fn(*args, **kwargs)
+            except ccxt.BaseError as exc:
+                metrics.EXCHANGE_ERRORS.labels(venue, type(exc).__name__).inc()
+                kind = classify(exc)
+                answered = not isinstance(exc, ccxt.RequestTimeout | ccxt.ExchangeNotAvailable)
+                metrics.EXCHANGE_UP.labels(venue).set(1 if answered else 0)
+                message = f"{venue} {method}: {type(exc).__name__}: {str(exc)[:300]}"
+                if kind is ExchangeRejected:
+                    raise ExchangeRejected(message, type(exc).__name__) from exc
+                if kind is ExchangeAuthError:
+                    raise ExchangeAuthError(message) from exc
+                if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+                    # everyone calling this venue waits, not only this call
+                    pause = max(1.0, backoff.next() * 4)
+                    self._cooldown_until[venue] = time.monotonic() + pause
+                    log.warning("exchange_rate_limited", venue=venue, method=method,
+                                cooldown_s=round(pause, 2))
+                if attempt >= attempts:
+                    raise ExchangeUnavailable(message) from exc
+                metrics.EXCHANGE_RETRIES.labels(venue).inc()
+                await asyncio.sleep(backoff.next())
+            else:
+                metrics.EXCHANGE_UP.labels(venue).set(1)
+                return result
+            finally:
+                metrics.EXCHANGE_LATENCY.labels(venue, method).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")
+
+    async def create_order(self, venue: str, symbol: str, order_type: str, side: str,
+                           amount: float, price: float | None = None, *, client_order_id: str,
+                           params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Place an order at most once.
+
+        The client order id is deterministic (the caller derives it from the opportunity or
+        plan), so after a timeout or any transient error the gateway first asks the venue
+        whether an order with that id exists, and only re-sends if it does not. The venue
+        itself refuses a reused id, a second guard.
+        """
+        order_params = {**(params or {}), "clientOrderId": client_order_id}
+        backoff = Backoff(initial=0.25, maximum=5.0)
+        for attempt in range(self.settings.exchange_retries + 1):
+            try:
+                return await self.call(venue, "create_order", symbol, order_type, side, amount,
+                                       price, order_params, retries=0)
+            except ExchangeUnavailable as exc:
+                existing = await self.find_order(venue, symbol, client_order_id)
+                if existing is not None:
+                    log.info("order_found_after_error", venue=venue, client_order_id=client_order_id)
+                    return existing
+                if attempt >= self.settings.exchange_retries:
+                    raise
+                log.warning("order_resend", venue=venue, client_order_id=client_order_id,
+                            error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+        raise AssertionError("unreachable")
+
+    async def find_order(self, venue: str, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+        """The order with this client id, or None if the venue has never seen it."""
+        try:
+            return await self.call(venue, "fetch_order", None, symbol,
+                                   {"origClientOrderId": client_order_id})  # type: ignore[no-any-return]
+        except ExchangeRejected as exc:
+            if exc.kind == "OrderNotFound":
+                return None
+            raise

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 # Bus (shared.bus)
 BUS_PRODUCED = Counter("cse_bus_messages_produced_total", "Messages produced", ["topic"])
@@ -125,3 +125,21 @@ class MetricsServer:
 
 # Coordination
 LEADER = Gauge("cse_leader", "1 while this process holds the leader lock", ["lock"])
+
+# Exchange gateway (shared.gateway)
+EXCHANGE_REQUESTS = Counter(
+    "cse_exchange_requests_total", "Calls to a venue through ccxt", ["venue", "method"]
+)
+EXCHANGE_ERRORS = Counter(
+    "cse_exchange_errors_total", "Failed calls to a venue, by ccxt exception class", ["venue", "error"]
+)
+EXCHANGE_RETRIES = Counter("cse_exchange_retries_total", "Calls retried after a transient error",
+                           ["venue"])
+EXCHANGE_LATENCY = Histogram(
+    "cse_exchange_request_seconds", "Latency of venue calls", ["venue", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EXCHANGE_UP = Gauge("cse_exchange_up", "1 if the last call to the venue got an answer", ["venue"])
+EXCHANGE_BACKOFF = Gauge(
+    "cse_exchange_backoff_seconds", "Remaining cool-down after a rate limit", ["venue"]
+)

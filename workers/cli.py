@@ -73,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     st.set_defaults(func=_dev_status)
 
+    keys = sub.add_parser("keys", help="manage the encrypted exchange API key file",
+                          description="The passphrase comes from CSE_KEYS_PASSPHRASE or the file "
+                                      "named by CSE_KEYS_PASSPHRASE_FILE, never from the command line.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    enc = keys_sub.add_parser("encrypt", help="encrypt a plaintext JSON key file")
+    enc.add_argument("plaintext", type=Path,
+                     help='JSON: {"<venue>": {"apiKey": "...", "secret": "..."}}')
+    enc.add_argument("--out", type=Path, default=Path("config/api_keys.encrypted"))
+    enc.add_argument("--force", action="store_true", help="overwrite an existing file")
+    enc.set_defaults(func=_keys_encrypt)
+    dec = keys_sub.add_parser("decrypt", help="write the decrypted JSON to a file (mode 0600)")
+    dec.add_argument("--file", type=Path, default=Path("config/api_keys.encrypted"))
+    dec.add_argument("--out", type=Path, required=True)
+    dec.set_defaults(func=_keys_decrypt)
+    lst = keys_sub.add_parser("list", help="venues and credential fields, values masked")
+    lst.add_argument("--file", type=Path, default=Path("config/api_keys.encrypted"))
+    lst.set_defaults(func=_keys_list)
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     chk = cfg_sub.add_parser("check", help="validate the environment for a worker and print it")
@@ -190,6 +208,61 @@ def _dev_status(args: argparse.Namespace) -> int:
     else:
         print(f"cse dev status: {why}", file=sys.stderr)
     return 0 if snap is not None and why == "ok" and snap.get("healthy") else 1
+
+
+def _keys_encrypt(args: argparse.Namespace) -> int:
+    from shared import keys
+
+    try:
+        if args.out.exists() and not args.force:
+            raise keys.KeyFileError(f"{args.out} exists; pass --force to replace it")
+        try:
+            plain = json.loads(args.plaintext.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise keys.KeyFileError(f"cannot read {args.plaintext}: {exc}") from None
+        document = keys.encrypt(keys.validate_plaintext(plain), keys.passphrase_from_env())
+    except keys.KeyFileError as exc:
+        print(f"cse keys encrypt: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(document)
+    print(f"wrote {args.out} ({len(plain)} venues); delete {args.plaintext} now")
+    return 0
+
+
+def _keys_decrypt(args: argparse.Namespace) -> int:
+    from shared import keys
+
+    try:
+        plain = keys.decrypt(args.file.read_text(), keys.passphrase_from_env(), str(args.file))
+    except OSError as exc:
+        print(f"cse keys decrypt: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except keys.KeyFileError as exc:
+        print(f"cse keys decrypt: {exc}", file=sys.stderr)
+        return 2
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(plain, out, indent=2)
+    print(f"wrote {args.out} (mode 0600)")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from shared import keys
+
+    try:
+        plain = keys.decrypt(args.file.read_text(), keys.passphrase_from_env(), str(args.file))
+    except OSError as exc:
+        print(f"cse keys list: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except keys.KeyFileError as exc:
+        print(f"cse keys list: {exc}", file=sys.stderr)
+        return 2
+    for venue, creds in sorted(plain.items()):
+        fields = ", ".join(sorted(creds))
+        print(f"{venue}: apiKey {keys.mask(creds['apiKey'])} ({fields})")
+    return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
