@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -217,3 +219,117 @@ class Claims:
     async def owner_of(self, key: str) -> str | None:
         raw = await self.client.get(self.prefix + key)
         return raw.decode() if raw is not None else None
+
+
+# KEYS[1]=lease KEYS[2]=last-published  ARGV[1]=member ARGV[2]=item id ARGV[3]=ttl_ms
+# 1 = publish (and remember the id), 0 = already published, -1 = not the lease holder.
+_GATE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS[1]=lease ARGV[1]=member ARGV[2]=ttl_ms: take if free, renew if ours.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class WorkShare:
+    """Share a set of work items between live members without overlap.
+
+    Members announce themselves with a heartbeat (a sorted set scored by expiry). Each item
+    is assigned to one live member by rendezvous hashing, so a member joining or leaving
+    moves only its share. Assignment alone could overlap for a moment while members see
+    different member lists, so a member also holds a lease per item (``SET NX PX``) and
+    :meth:`gate` checks the lease and the last published id atomically: an item is
+    published by its lease holder only, and never twice with the same id.
+    """
+
+    def __init__(self, client: aioredis.Redis, name: str, *, member: str | None = None,
+                 ttl_s: float = 10.0, prefix: str = "cse:"):
+        self.client = client
+        self.member = member or default_owner()
+        self.ttl_ms = int(ttl_s * 1000)
+        self.members_key = f"{prefix}share:{name}:members"
+        self.lease_prefix = f"{prefix}share:{name}:lease:"
+        self.last_prefix = f"{prefix}share:{name}:last:"
+        self.owned: set[str] = set()
+        self._gate = client.register_script(_GATE)
+        self._lease = client.register_script(_LEASE)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
+
+    @staticmethod
+    def _weight(member: str, item: str) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{member}|{item}".encode(), digest_size=8).digest(),
+                              "big")
+
+    async def live_members(self) -> list[str]:
+        now_ms = _now_ms()
+        await self.client.zremrangebyscore(self.members_key, "-inf", now_ms)
+        raw = await self.client.zrangebyscore(self.members_key, now_ms, "+inf")
+        return sorted(m.decode() for m in raw)
+
+    def assign(self, items: list[str], members: list[str]) -> dict[str, str]:
+        return {item: max(members, key=lambda m: self._weight(m, item)) for item in items} if members else {}
+
+    async def refresh(self, items: list[str]) -> set[str]:
+        """Heartbeat, recompute the assignment, take or renew our leases, drop the rest."""
+        try:
+            await self.client.zadd(self.members_key, {self.member: _now_ms() + self.ttl_ms})
+            mine = {i for i, m in self.assign(items, await self.live_members()).items()
+                    if m == self.member}
+            owned = set()
+            for item in items:
+                if item in mine:
+                    if await self._lease(keys=[self.lease_prefix + item],
+                                         args=[self.member, self.ttl_ms]):
+                        owned.add(item)
+                elif item in self.owned:
+                    await self._release(item)
+        except RedisError as exc:
+            self.owned = set()  # without Redis we cannot prove ownership: publish nothing
+            raise TransientError(f"redis unavailable for work sharing: {exc}") from exc
+        self.owned = owned
+        return owned
+
+    async def _release(self, item: str) -> None:
+        await self._release_lease(keys=[self.lease_prefix + item], args=[self.member])
+
+    async def gate(self, item: str, item_id: str) -> int:
+        """1: publish ``item_id`` now; 0: it was already published; -1: not our item."""
+        return int(await self._gate(keys=[self.lease_prefix + item, self.last_prefix + item],
+                                    args=[self.member, item_id, self.ttl_ms * 6]))
+
+    async def leave(self) -> None:
+        with contextlib.suppress(RedisError):
+            await self.client.zrem(self.members_key, self.member)
+            for item in list(self.owned):
+                await self._release(item)
+        self.owned = set()
+
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

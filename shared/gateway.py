@@ -304,3 +304,14 @@ class Gateway:
             if exc.kind == "OrderNotFound":
                 return None
             raise
+
+
+def open_gateway(settings: VenueSettings) -> Gateway:
+    """A gateway with keys from the encrypted file when it exists or a real venue needs it."""
+    from shared import keys
+
+    needs_keys = any(s.kind == "ccxt" for s in settings.venue_specs)
+    loaded: dict[str, dict[str, SecretStr]] = {}
+    if settings.keys_file.exists() or needs_keys:
+        loaded = keys.load_keys(settings.keys_file)
+    return Gateway(settings, loaded)

@@ -12,6 +12,26 @@ from shared.embedded import infra
 from shared.settings import KafkaSettings, RedisSettings, StoreSettings
 
 
+@pytest.fixture(autouse=True, scope="session")
+def ccxt_reaches_loopback_only() -> Iterator[None]:
+    """Fail any test whose ccxt client would talk to a host other than this machine."""
+    from urllib.parse import urlsplit
+
+    from ccxt.async_support.base.exchange import Exchange
+
+    original = Exchange.fetch
+
+    async def guarded(self, url, method="GET", headers=None, body=None):  # type: ignore[no-untyped-def]
+        host = urlsplit(url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"ccxt tried to reach {host} ({method} {url[:80]})")
+        return await original(self, url, method, headers, body)
+
+    Exchange.fetch = guarded  # type: ignore[method-assign]
+    yield
+    Exchange.fetch = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("run")

@@ -3,7 +3,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.gateway import VenueSettings
 from shared.settings import Port, _Part
+from workers.main.ingest import IngestSettings
 from workers.rebalancer.settings import RebalancerSettings
 
 
@@ -17,6 +19,8 @@ class ApiSettings(_Part):
 
 
 class MainSettings(RebalancerSettings):
-    """Settings of cryptospreadedge-main: the rebalancer's, plus the API."""
+    """Settings of cryptospreadedge-main: the rebalancer's, plus the API and ingest."""
 
     api: ApiSettings = Field(default_factory=ApiSettings)
+    venues: VenueSettings = Field(default_factory=VenueSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)

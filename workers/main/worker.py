@@ -4,14 +4,17 @@ import asyncio
 
 from aiohttp import web
 
+from shared.gateway import open_gateway
 from shared.lifecycle import WorkerContext
 from shared.runtime import elect_until_stopped, open_services
+from workers.main.ingest import Ingest
 from workers.main.settings import MainSettings
 
 
 async def run(ctx: WorkerContext, settings: MainSettings) -> None:
-    """Serve the API's health routes and, when enabled, contend for the rebalance lock."""
+    """Serve the API's health routes, ingest market data and contend for the rebalance lock."""
     services = await open_services(ctx, settings)
+    gateway = await ctx.stack.enter_async_context(open_gateway(settings.venues))
 
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok" if ctx.health.alive() else "fail"})
@@ -29,10 +32,16 @@ async def run(ctx: WorkerContext, settings: MainSettings) -> None:
     await runner.setup()
     ctx.stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, settings.api.host, settings.api.port, reuse_address=True).start()
-    ctx.log.info("api_listening", port=settings.api.port)
+    ctx.log.info("api_listening", port=settings.api.port, venues=gateway.venues)
+
+    tasks = []
+    if settings.ingest.enabled and gateway.venues:
+        ingest = Ingest(settings.ingest, gateway, services, settings.venues.symbol_list,
+                        prefix=settings.redis.key_prefix)
+        tasks.append(asyncio.create_task(ingest.run(ctx.stopping), name="ingest"))
     if settings.rebalance.enabled:
         await elect_until_stopped(ctx, services, settings)
     else:
         ctx.health.state = "running"
         await ctx.stopping.wait()
-    await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
