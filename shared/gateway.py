@@ -165,6 +165,18 @@ def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: 
     return cls(config)
 
 
+def _retry_after(client: Any) -> float | None:
+    """Seconds from the last response's ``Retry-After`` header, if it has one."""
+    headers = getattr(client, "last_response_headers", None) or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return min(max(float(value), 0.0), 300.0)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def classify(exc: BaseException) -> type[Exception]:
     """Which project error a ccxt exception becomes."""
     if isinstance(exc, ccxt.AuthenticationError):
@@ -251,15 +263,17 @@ class Gateway:
                 if kind is ExchangeAuthError:
                     raise ExchangeAuthError(message) from exc
                 if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
-                    # everyone calling this venue waits, not only this call
-                    pause = max(1.0, backoff.next() * 4)
-                    self._cooldown_until[venue] = time.monotonic() + pause
+                    # everyone calling this venue waits, not only this call: as long as the
+                    # venue's Retry-After says, else a backoff of at least a second
+                    pause = _retry_after(client) or max(1.0, backoff.next() * 4)
+                    self._cooldown_until[venue] = max(self._cooldown_until.get(venue, 0.0),
+                                                      time.monotonic() + pause)
                     log.warning("exchange_rate_limited", venue=venue, method=method,
                                 cooldown_s=round(pause, 2))
                 if attempt >= attempts:
                     raise ExchangeUnavailable(message) from exc
                 metrics.EXCHANGE_RETRIES.labels(venue).inc()
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(backoff.next())  # then the cool-down, if any
             else:
                 metrics.EXCHANGE_UP.labels(venue).set(1)
                 return result
@@ -275,7 +289,11 @@ class Gateway:
         The client order id is deterministic (the caller derives it from the opportunity or
         plan), so after a timeout or any transient error the gateway first asks the venue
         whether an order with that id exists, and only re-sends if it does not. The venue
-        itself refuses a reused id, a second guard.
+        itself refuses a reused id; that refusal returns the order already placed.
+
+        Raises ``ExchangeRejected`` when the venue refuses the order, and
+        ``ExchangeUnavailable`` when the venue cannot be reached to place it or to tell
+        whether it was placed: the outcome is then unknown and must be reconciled later.
         """
         order_params = {**(params or {}), "clientOrderId": client_order_id}
         backoff = Backoff(initial=0.25, maximum=5.0)
@@ -283,6 +301,16 @@ class Gateway:
             try:
                 return await self.call(venue, "create_order", symbol, order_type, side, amount,
                                        price, order_params, retries=0)
+            except ExchangeRejected as exc:
+                # "Duplicate order sent.": an earlier attempt (ours, or a redelivered message's)
+                # got through; that order is the answer
+                if "duplicate" not in str(exc).lower():
+                    raise
+                existing = await self.find_order(venue, symbol, client_order_id)
+                if existing is None:
+                    raise
+                log.info("order_already_placed", venue=venue, client_order_id=client_order_id)
+                return existing
             except ExchangeUnavailable as exc:
                 existing = await self.find_order(venue, symbol, client_order_id)
                 if existing is not None:

@@ -51,8 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     vs = sub.add_parser("venue-sim", add_help=False,
                         help="a paper exchange speaking the Binance spot REST dialect "
                              "(`cse venue-sim --help`)")
-    vs.add_argument("args", nargs=argparse.REMAINDER)
-    vs.set_defaults(func=_venue_sim)
+    vs.set_defaults(func=lambda _args: 2)  # dispatched in main() before argparse
 
     dev = sub.add_parser("dev", help="the embedded stack on this machine")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
@@ -65,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--monitor-metrics-port", type=int, default=None,
                     help="portfolio monitor metrics (default 9002; 0 = free)")
     up.add_argument("--arbitrage-replicas", type=int, default=3, help="default: %(default)s")
+    up.add_argument("--main-replicas", type=int, default=1,
+                    help="main service replicas; they share ingest (default: %(default)s)")
+    up.add_argument("--venues", type=int, default=3,
+                    help="venue-sim paper exchanges sim-a, sim-b, ... (default: %(default)s)")
+    up.add_argument("--venue-seed", type=int, default=7,
+                    help="seed of the venues' common price model (default: %(default)s)")
     up.add_argument("--env-file", action="append", type=Path, default=[],
                     help="CSE_* variables for every worker (repeatable)")
     up.set_defaults(func=_dev_up)
@@ -100,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["venue-sim"]:  # its own parser owns every option, --help included
+        from workers.venue_sim.__main__ import main as venue_sim_main
+
+        return int(venue_sim_main(argv[1:]))
     args = _parser().parse_args(argv)
     return int(args.func(args))
 
@@ -136,12 +146,6 @@ def _check(service: str, settings_cls: type) -> int:
     except OSError as exc:
         print(f"{service}: unhealthy ({url}: {exc})", file=sys.stderr)
         return 1
-
-
-def _venue_sim(args: argparse.Namespace) -> int:
-    from workers.venue_sim.__main__ import main as venue_sim_main
-
-    return int(venue_sim_main(args.args))
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -182,9 +186,12 @@ def _dev_up(args: argparse.Namespace) -> int:
                                           ("main-metrics-port", args.main_metrics_port),
                                           ("monitor-metrics-port", args.monitor_metrics_port))
                 if value}
-    if args.arbitrage_replicas < 0:
-        print("cse dev up: --arbitrage-replicas must be >= 0", file=sys.stderr)
-        return 2
+    for flag, value, low in (("--arbitrage-replicas", args.arbitrage_replicas, 0),
+                             ("--main-replicas", args.main_replicas, 1),
+                             ("--venues", args.venues, 0)):
+        if value < low:
+            print(f"cse dev up: {flag} must be >= {low}, got {value}", file=sys.stderr)
+            return 2
     config = StackConfig(
         run_dir=args.run_dir.resolve(),
         api_port=8000 if args.api_port is None else args.api_port,
@@ -192,6 +199,9 @@ def _dev_up(args: argparse.Namespace) -> int:
         monitor_metrics_port=9002 if args.monitor_metrics_port is None else args.monitor_metrics_port,
         explicit_ports=explicit,
         arbitrage_replicas=args.arbitrage_replicas,
+        main_replicas=args.main_replicas,
+        venues=args.venues,
+        venue_seed=args.venue_seed,
         env=env,
     )
     return asyncio.run(Supervisor(config).run())

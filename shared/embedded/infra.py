@@ -236,3 +236,25 @@ def start(spec: ProcessSpec, log_dir: Path, timeout_s: float = 30.0) -> Running:
         terminate(proc, 1.0)
         raise
     return Running(spec, proc, log_path)
+
+
+def venue_sim_spec(name: str, port: int, seed: int, api_key: str, api_secret: str, journal: Path,
+                   extra_args: list[str] | None = None) -> ProcessSpec:
+    """A venue-sim paper exchange (Binance spot REST dialect) on ``port``.
+
+    ``seed`` picks the underlying prices (venues sharing it see the same market);
+    ``extra_args`` are more ``cse venue-sim`` options (``--noise-bps``, ``--lag-ms``, ...).
+    """
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    base = f"http://{LOCALHOST}:{port}"
+    return ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", "workers.venue_sim", "--name", name, "--host", LOCALHOST,
+              "--port", str(port), "--seed", str(seed), "--api-key", api_key,
+              "--api-secret", api_secret, "--journal", str(journal), *(extra_args or [])],
+        kind="infra",
+        ports={"http": port},
+        env={"PYTHONUNBUFFERED": "1"},
+        ready=lambda: http_ready(f"{base}/api/v3/ping"),
+        health_url=f"{base}/api/v3/ping",
+    )

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.backoff import Backoff
 from shared.embedded import infra
 from shared.embedded.infra import LOCALHOST, ProcessSpec
+from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 
 STATUS_FILE = "status.json"
 STATE_FILE = "stack.json"
@@ -45,6 +46,9 @@ class StackConfig:
     monitor_metrics_port: int | None = 9002
     explicit_ports: set[str] = field(default_factory=set)  # which ports the user asked for
     arbitrage_replicas: int = 3
+    main_replicas: int = 1
+    venues: int = 3  # venue-sim paper exchanges
+    venue_seed: int = 7
     env: dict[str, str] = field(default_factory=dict)  # extra CSE_* for every worker
     worker_grace_s: float = 25.0
     ready_timeout_s: float = 60.0
@@ -62,6 +66,7 @@ class ChildState:
     last_exit: int | None = None
     next_start: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0))
+    venue_books: dict[str, float] = field(default_factory=dict)  # main: books published per venue
     consumed_total: float | None = None
     produced_total: float | None = None
     rate: float = 0.0
@@ -97,11 +102,27 @@ def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[s
         infra.redis_spec(redis_port, data / "redis"),
         infra.victoria_metrics_spec(vm_port, data / "victoria-metrics"),
     ]
+    venues = []
+    for i in range(config.venues):
+        name = f"sim-{chr(ord('a') + i)}" if i < 26 else f"sim-{i}"
+        port = infra.free_port()
+        # one seed: the same underlying prices; each venue its own noise, offset and lag,
+        # so cross-venue spreads open and close
+        venue = infra.venue_sim_spec(
+            name, port, config.venue_seed, DEV_SIM_API_KEY, DEV_SIM_API_SECRET,
+            data / name / "fills.jsonl",
+            ["--noise-bps", str(2 + 3 * i), "--price-offset-bps", str((-1) ** i * 4 * i),
+             "--lag-ms", str(150 * i)],
+        )
+        venue.kind = "venue"  # shown with its books per second
+        specs.append(venue)
+        venues.append(f"{name}=http://{LOCALHOST}:{port}")
     endpoints = {
         "kafka": f"{LOCALHOST}:{kafka_port}",
         "redis": f"redis://{LOCALHOST}:{redis_port}/0",
         "influx": f"http://{LOCALHOST}:{vm_port}",
         "api": f"http://{LOCALHOST}:{api_port}",
+        "venues": ",".join(venues),
     }
     common = {
         "CSE_KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"],
@@ -111,12 +132,16 @@ def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[s
         "CSE_INFLUX_URL": endpoints["influx"],
         "CSE_LOG_FORMAT": "json",
         "CSE_METRICS_HOST": LOCALHOST,
+        "CSE_VENUES": endpoints["venues"],
         "PYTHONUNBUFFERED": "1",
         **config.env,
     }
     workers: list[tuple[str, str, int, dict[str, str]]] = [
-        ("cryptospreadedge-main", "workers.main", main_metrics,
-         {"CSE_API_HOST": LOCALHOST, "CSE_API_PORT": str(api_port)}),
+        *[(f"cryptospreadedge-main-{i + 1}" if config.main_replicas > 1 else "cryptospreadedge-main",
+           "workers.main", main_metrics if i == 0 else infra.free_port(),
+           {"CSE_API_HOST": LOCALHOST,
+            "CSE_API_PORT": str(api_port if i == 0 else infra.free_port())})
+          for i in range(config.main_replicas)],
         ("portfolio-rebalancer", "workers.rebalancer", infra.free_port(), {}),
         *[(f"arbitrage-worker-{i + 1}", "workers.arbitrage", infra.free_port(), {})
           for i in range(config.arbitrage_replicas)],
@@ -125,8 +150,8 @@ def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[s
     for name, module, port, env in workers:
         base = f"http://{LOCALHOST}:{port}"
         ports = {"metrics": port}
-        if name == "cryptospreadedge-main":
-            ports["api"] = api_port
+        if "CSE_API_PORT" in env:
+            ports["api"] = int(env["CSE_API_PORT"])
         specs.append(ProcessSpec(
             name=name,
             argv=[sys.executable, "-m", module],
@@ -184,7 +209,7 @@ class Supervisor:
 
     async def _start_infra(self) -> None:
         for child in self.children:
-            if child.spec.kind != "infra" or self.stopping.is_set():
+            if child.spec.kind == "worker" or self.stopping.is_set():
                 continue
             self._spawn(child)
             await self._wait_ready(child)
@@ -225,6 +250,7 @@ class Supervisor:
                 now = time.monotonic()
                 for child in self.children:
                     await self._check(child, now, http)
+                self._venue_rates(now)
                 self._maybe_healthy(now)
                 self._render()
                 with contextlib.suppress(TimeoutError):
@@ -248,7 +274,7 @@ class Supervisor:
             return
         if now - child.started_at > 60:
             child.backoff.reset()  # ran a minute: the next crash starts from a short delay
-        if child.spec.kind == "infra":
+        if child.spec.kind != "worker":
             ok = await asyncio.to_thread(child.spec.ready) if child.spec.ready else True
         else:
             ok = await self._probe_worker(child, http)
@@ -264,9 +290,13 @@ class Supervisor:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
         consumed = produced = lag = 0.0
+        venue_books: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "cse_bus_messages_consumed_total":
+                if sample.name == "cse_md_books_published_total":
+                    venue = sample.labels.get("venue", "")
+                    venue_books[venue] = venue_books.get(venue, 0.0) + sample.value
+                elif sample.name == "cse_bus_messages_consumed_total":
                     consumed += sample.value
                 elif sample.name == "cse_bus_messages_produced_total":
                     produced += sample.value
@@ -278,7 +308,20 @@ class Supervisor:
             child.rate = max(0.0, (consumed - c0) / max(now - t0, 1e-6))
         child._sample = (now, consumed)
         child.consumed_total, child.produced_total, child.lag = consumed, produced, lag
+        child.venue_books = venue_books
         return ok
+
+    def _venue_rates(self, now: float) -> None:
+        """Books per second per venue: what every main replica published for it."""
+        for child in self.children:
+            if child.spec.kind != "venue":
+                continue
+            total = sum(c.venue_books.get(child.spec.name, 0.0) for c in self.children)
+            if child._sample is not None:
+                t0, c0 = child._sample
+                child.rate = max(0.0, (total - c0) / max(now - t0, 1e-6))
+            child._sample = (now, total)
+            child.consumed_total = total
 
     def _maybe_healthy(self, now: float) -> None:
         all_ok = all(c.healthy for c in self.children)
@@ -294,7 +337,7 @@ class Supervisor:
         workers = [c for c in self.children if c.spec.kind == "worker" and c.proc]
         await asyncio.gather(*(self._stop_child(c, self.config.worker_grace_s) for c in workers))
         self._say("stopping infrastructure")
-        for child in reversed([c for c in self.children if c.spec.kind == "infra" and c.proc]):
+        for child in reversed([c for c in self.children if c.spec.kind != "worker" and c.proc]):
             await self._stop_child(child, 10.0)
         with contextlib.suppress(FileNotFoundError):
             (self.config.run_dir / STATE_FILE).unlink()
@@ -380,13 +423,15 @@ def render_table(snap: dict[str, Any]) -> str:
     lines = [header]
     for r in snap["processes"]:
         ports = ",".join(f"{k}:{v}" for k, v in r["ports"].items())
-        lag = "-" if r["kind"] == "infra" else f"{r['lag']:.0f}"
+        lag = "-" if r["kind"] != "worker" else f"{r['lag']:.0f}"
         rate = "-" if r["kind"] == "infra" else f"{r['msgs_per_s']:.1f}"
         lines.append(
             f"{r['name']:<24} {r['kind']:<6} {r['state']:<10} {r['pid'] or '-':>7} {ports:<22} "
             f"{r['restarts']:>8} {_dur(r['uptime_s']):>8} {rate:>8} {lag:>7}"
         )
     verdict = "HEALTHY" if snap["healthy"] else "NOT HEALTHY"
+    lines.append("MSG/S: messages handled per second (workers), order books published per second "
+                 "(venues)")
     lines.append(f"stack: {verdict}   run dir: {snap['run_dir']}")
     return "\n".join(lines)
 

@@ -56,8 +56,19 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
         else:
             raise AssertionError(f"stack not healthy within 90s: {json.dumps(snap, indent=1)}")
 
+        # ingest polls the three paper venues: books per second per venue show up
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            snap = json.loads(cse("dev", "status", "--run-dir", str(run_dir), "--json").stdout)
+            rates = {p["name"]: p["msgs_per_s"] for p in snap["processes"] if p["kind"] == "venue"}
+            if len(rates) == 3 and all(r > 0 for r in rates.values()):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no books per second per venue: {rates}")
         procs = {p["name"]: p for p in snap["processes"]}
-        assert {"kafka", "redis", "victoria-metrics", "cryptospreadedge-main",
+        assert {"kafka", "redis", "victoria-metrics", "sim-a", "sim-b", "sim-c",
+                "cryptospreadedge-main",
                 "portfolio-rebalancer", "arbitrage-worker-1", "arbitrage-worker-2",
                 "arbitrage-worker-3", "portfolio-monitor"} == set(procs)
         assert all(p["healthy"] and p["pid"] for p in procs.values())
