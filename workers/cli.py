@@ -240,16 +240,22 @@ def _keys_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_decrypt(args: argparse.Namespace) -> int:
+def _read_key_file(path: Path, action: str) -> dict[str, dict[str, str]] | None:
+    """Decrypt ``path``; None (after one line on stderr) if it cannot be read or decrypted."""
     from shared import keys
 
     try:
-        plain = keys.decrypt(args.file.read_text(), keys.passphrase_from_env(), str(args.file))
+        return keys.decrypt(path.read_text(), keys.passphrase_from_env(), str(path))
     except OSError as exc:
-        print(f"cse keys decrypt: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
+        print(f"cse keys {action}: cannot read {path}: {exc.strerror}", file=sys.stderr)
     except keys.KeyFileError as exc:
-        print(f"cse keys decrypt: {exc}", file=sys.stderr)
+        print(f"cse keys {action}: {exc}", file=sys.stderr)
+    return None
+
+
+def _keys_decrypt(args: argparse.Namespace) -> int:
+    plain = _read_key_file(args.file, "decrypt")
+    if plain is None:
         return 2
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -261,13 +267,8 @@ def _keys_decrypt(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     from shared import keys
 
-    try:
-        plain = keys.decrypt(args.file.read_text(), keys.passphrase_from_env(), str(args.file))
-    except OSError as exc:
-        print(f"cse keys list: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except keys.KeyFileError as exc:
-        print(f"cse keys list: {exc}", file=sys.stderr)
+    plain = _read_key_file(args.file, "list")
+    if plain is None:
         return 2
     for venue, creds in sorted(plain.items()):
         fields = ", ".join(sorted(creds))
