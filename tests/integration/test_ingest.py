@@ -18,6 +18,7 @@ from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET, Gateway, VenueSe
 from shared.messages import MD_ORDERBOOKS, OrderBook
 from shared.runtime import Services
 from shared.timeseries import TimeSeriesWriter
+from tests.integration.test_timeseries import export
 from workers.main.ingest import Ingest, IngestSettings
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,15 @@ async def test_two_replicas_publish_every_venue_and_no_book_twice(
     for b in books:
         assert b.bids[0][0] < b.asks[0][0] and len(b.bids) == 20
         assert b.ts_recv_ms >= b.ts_venue_ms - 1000
+
+    # top of book and spread, downsampled, in the time-series store
+    rows = export(store_settings.url, '{__name__="md_top_of_book_spread_bps"}')
+    series = {(r["metric"]["venue"], r["metric"]["symbol"]): r for r in rows
+              if r["metric"]["venue"] in NAMES}
+    assert set(series) == {(v, s) for v in NAMES for s in SYMBOLS}
+    per_pair = [len(r["values"]) for r in series.values()]
+    assert all(2 <= n <= 6 / 0.5 + 2 for n in per_pair), per_pair  # about one per 0.5 s
+    assert all(0 < v < 100 for r in series.values() for v in r["values"])
 
 
 async def read_books(bootstrap: str, since_ms: float) -> list[OrderBook]:
