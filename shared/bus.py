@@ -52,6 +52,7 @@ class Bus:
         self._admin: AIOKafkaAdminClient | None = None
         self._topics_ok = False
         self._ensure_lock = asyncio.Lock()
+        self._pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
 
     async def __aenter__(self) -> Bus:
         await self.start()
@@ -153,6 +154,38 @@ class Bus:
                     with contextlib.suppress(Exception):
                         await self._producer.client.force_metadata_update()
 
+    async def publish(self, topic: str, message: Any, key: bytes | None = None
+                      ) -> asyncio.Future[Any] | None:
+        """Queue ``message`` without waiting for the broker's ack.
+
+        The producer batches it with others; :meth:`flush` waits for every queued message
+        (re-sending any that failed). :class:`ConsumerLoop` flushes before it commits, so
+        a handler that publishes keeps at-least-once delivery without paying a round trip
+        per message.
+        """
+        payload = Codec.encode(message)
+        key = key if key is not None else key_of(message)
+        try:
+            assert self._producer is not None, "Bus not started"
+            future = await self._producer.send(topic, payload, key=key)
+        except KafkaError:
+            await self.send_raw(topic, payload, key)
+            return None
+        self._pending.append((future, topic, payload, key))
+        return future  # resolves when the broker acknowledged it
+
+    async def flush(self) -> None:
+        """Wait until everything :meth:`publish` queued is acknowledged."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        results = await asyncio.gather(*(p[0] for p in pending), return_exceptions=True)
+        for (_future, topic, payload, key), result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                await self.send_raw(topic, payload, key)  # retries until the broker is back
+            else:
+                metrics.BUS_PRODUCED.labels(topic).inc()
+
     async def send_many(self, topic: str, messages: Iterable[Any]) -> int:
         """Send a batch, pipelined: one ack wait for the lot. Falls back to ``send`` on error."""
         assert self._producer is not None, "Bus not started"
@@ -222,6 +255,8 @@ class ConsumerLoop:
         self.auto_offset_reset = auto_offset_reset
         self.max_transient_retries = max_transient_retries
         self.codecs = {t: Codec(types[t]) for t in topics}
+        # labelled children resolved once: .labels() costs more than the increment
+        self._consumed_counter = {t: metrics.BUS_CONSUMED.labels(t, group_id) for t in topics}
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -295,6 +330,7 @@ class ConsumerLoop:
                     continue
                 break
             if offsets:
+                await self.bus.flush()  # what the handlers published is acked before we commit
                 try:
                     await asyncio.wait_for(consumer.commit(offsets), self.settings.stall_timeout_s)
                 except TimeoutError:
@@ -352,7 +388,7 @@ class ConsumerLoop:
             try:
                 await self.handler(message, record)
                 self.stats.consumed += 1
-                metrics.BUS_CONSUMED.labels(topic, self.group_id).inc()
+                self._consumed_counter[topic].inc()
                 return True
             except TransientError as exc:
                 attempts += 1

@@ -124,11 +124,11 @@ class LeaderLock:
             raise TransientError(f"redis unavailable for lock {self.name}: {exc}") from exc
         if token:
             if self.token != token:
-                log.info("leader_acquired", lock=self.name, token=token)
+                log.info("leader_acquired", lock=self.name, fence=token)
             self.token = token
             return token
         if self.token is not None:
-            log.warning("leader_lost", lock=self.name, token=self.token)
+            log.warning("leader_lost", lock=self.name, fence=self.token)
         self.token = None
         return None
 

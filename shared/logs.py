@@ -116,8 +116,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None, **cont
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """A bound structlog logger; ``name`` becomes the ``logger`` field."""
-    log = structlog.get_logger()
+    """A structlog logger; ``name`` becomes the ``component`` field."""
     if name:
-        initial["logger"] = name
-    return log.bind(**initial) if initial else log
+        initial["component"] = name
+    # a lazy proxy: module-level loggers created before configure() still follow it
+    return structlog.get_logger(**initial)

@@ -81,7 +81,7 @@ async def elect_until_stopped(ctx: WorkerContext, services: Services, settings: 
 
     async def elected(token: int) -> None:
         metrics.LEADER.labels(lock_name).set(1)
-        ctx.log.info("leader_elected", lock=lock_name, token=token)
+        ctx.log.info("leader_elected", lock=lock_name, fence=token)
 
     async def lost() -> None:
         metrics.LEADER.labels(lock_name).set(0)

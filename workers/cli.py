@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     st.set_defaults(func=_dev_status)
 
+    bench = sub.add_parser("bench", help="benchmarks that print their figures (a JSON line last)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
+    arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
+    arb.add_argument("--quick", action="store_true", help="smaller runs (a smoke test, not figures)")
+    arb.set_defaults(func=_bench_arbitrage)
+
     keys = sub.add_parser("keys", help="manage the encrypted exchange API key file",
                           description="The passphrase comes from CSE_KEYS_PASSPHRASE or the file "
                                       "named by CSE_KEYS_PASSPHRASE_FILE, never from the command line.")
@@ -237,6 +243,35 @@ def _keys_encrypt(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(document)
     print(f"wrote {args.out} ({len(plain)} venues); delete {args.plaintext} now")
+    return 0
+
+
+def _bench_arbitrage(args: argparse.Namespace) -> int:
+    from shared import logs
+    from workers.arbitrage.bench import bench_detection
+    from workers.arbitrage.bench_broker import bench_broker
+
+    logs.configure("warning", "console", stream=sys.stderr)
+    quick = args.quick
+    print("1/3 detection alone: 5 venues x 20 symbols, 20 levels ...", flush=True)
+    detect = bench_detection(updates=20_000 if quick else 200_000)
+    print(f"    {detect['detect_updates_per_s']:,.0f} book updates/s "
+          f"({detect['opportunities']} opportunities), triangular "
+          f"{detect['triangular_scans_per_s']:,.0f} scans/s over {detect['triangular_markets']} markets",
+          flush=True)
+    print("2/3 through the broker: bare consumer vs worker, latency at 5,000 updates/s ...", flush=True)
+    print("3/3 one vs two worker processes on 6 partitions ...", flush=True)
+    broker = bench_broker(messages=10_000 if quick else 60_000, seconds=2 if quick else 6,
+                          scale_messages=10_000 if quick else 60_000)
+    print(f"    bare {broker['bare_consume_per_s']:,.0f}/s, worker {broker['worker_consume_per_s']:,.0f}/s "
+          f"({broker['worker_vs_bare']:.0%} of bare)")
+    print(f"    latency: bare p50 {broker['bare_p50_ms']:.1f} ms p99 {broker['bare_p99_ms']:.1f} ms; "
+          f"book to opportunity published p50 {broker['p50_ms']:.1f} ms p99 {broker['p99_ms']:.1f} ms")
+    print(f"    1 process {broker['worker_1proc_per_s']:,.0f}/s, 2 processes "
+          f"{broker['worker_2proc_per_s']:,.0f}/s: x{broker['scale_1_to_2']:.2f}")
+    keys = ("detect_updates_per_s", "opportunities", "triangular_markets", "triangular_scans_per_s")
+    print(json.dumps({"bench": "arbitrage", "quick": quick, **{k: detect[k] for k in keys},
+                      **broker}))
     return 0
 
 

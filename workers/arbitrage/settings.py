@@ -2,7 +2,51 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from shared.settings import CommonSettings
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.gateway import VenueSettings
+from shared.settings import CommonSettings, _Part
+
+
+class ArbitrageParams(_Part):
+    """Detection and execution (``CSE_ARB_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CSE_ARB_")
+
+    dry_run: bool = False
+    taker_fee: float = Field(0.001, ge=0, lt=0.1, description="default taker fee of a venue")
+    taker_fees: str = Field("", description="per-venue overrides: venue=fee,...")
+    slippage_bps: float = Field(2.0, ge=0, le=1000)
+    max_notional: float = Field(1000.0, gt=0, description="quote currency per trade")
+    min_profit: float = Field(0.01, ge=0, description="quote currency")
+    min_edge_bps: float = Field(1.0, ge=0, le=10_000)
+    stale_ms: int = Field(3000, ge=1, le=600_000, description="a book older than this never trades")
+    hedge_max_loss_bps: float = Field(50.0, ge=0, le=5000)
+    balance_interval_s: float = Field(5.0, gt=0, le=3600)
+    triangular: bool = False
+    triangular_start: str = Field("USDT", description="start currencies, comma-separated")
+    lease_s: float = Field(30.0, ge=1, le=3600, description="execution lease before a takeover")
+
+    @field_validator("taker_fees")
+    @classmethod
+    def _fees_parse(cls, value: str) -> str:
+        for item in (p.strip() for p in value.split(",") if p.strip()):
+            venue, sep, fee = item.partition("=")
+            try:
+                ok = bool(sep and venue.strip()) and 0 <= float(fee) < 0.1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{item!r} is not venue=fee with 0 <= fee < 0.1")
+        return value
+
+    def fee_map(self) -> dict[str, float]:
+        fees: dict[str, float] = {}
+        for item in (p.strip() for p in self.taker_fees.split(",") if p.strip()):
+            venue, _, fee = item.partition("=")
+            fees[venue.strip()] = float(fee)
+        return fees
 
 
 class ArbitrageSettings(CommonSettings):
@@ -10,3 +54,6 @@ class ArbitrageSettings(CommonSettings):
 
     default_metrics_port: ClassVar[int] = 9003
     group_id: str = "arbitrage-worker"
+    executor_group_id: str = "arbitrage-executor"
+    arb: ArbitrageParams = Field(default_factory=ArbitrageParams)
+    venues: VenueSettings = Field(default_factory=VenueSettings)

@@ -1,13 +1,169 @@
+"""arbitrage-worker: detect on ``md.orderbooks``, execute from ``arb.opportunities``.
+
+Each replica runs two consumer-group members:
+
+* ``arbitrage-worker`` over ``md.orderbooks`` (keyed by symbol, so one replica sees every
+  venue's books of a symbol): the detectors compare each update with every other venue's
+  freshest book and publish opportunities, keyed by symbol, with deterministic ids;
+* ``arbitrage-executor`` over ``arb.opportunities``: executes each opportunity at most
+  once (:mod:`workers.arbitrage.execute`); a replica that dies mid-execution has its
+  opportunity redelivered and settled by another.
+
+Balances for sizing come from the venues, polled every ``CSE_ARB_BALANCE_INTERVAL_S``.
+"""
+
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter, Histogram
+
+from shared.bus import ConsumerLoop
+from shared.coordination import LeaderElector, LeaderLock, default_owner
+from shared.errors import CseError
+from shared.gateway import Gateway, open_gateway
 from shared.lifecycle import WorkerContext
-from shared.messages import MD_ORDERBOOKS
-from shared.runtime import consume_until_stopped, consumer, count_only, open_services
+from shared.logs import get_logger
+from shared.messages import ARB_OPPORTUNITIES, MD_ORDERBOOKS, OrderBook, now_ms
+from shared.runtime import consume_until_stopped, consumer, open_services
+from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
+from workers.arbitrage.execute import Executor
+from workers.arbitrage.ledger import ExecutionLedger
 from workers.arbitrage.settings import ArbitrageSettings
+from workers.arbitrage.triangular import TriangularDetector
+
+log = get_logger("arbitrage")
+
+OPPORTUNITIES = Counter("cse_arb_opportunities_total", "Opportunities found",
+                        ["symbol", "buy_venue", "sell_venue", "kind"])
+EDGE = Histogram("cse_arb_edge_bps", "Net edge of the opportunities found",
+                 buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
+DECISION_LATENCY = Histogram(
+    "cse_arb_decision_latency_seconds", "Book received by ingest to detection done",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+
+class BalanceCache:
+    """Free balances per venue and asset, polled through the gateway."""
+
+    def __init__(self, gateway: Gateway, interval_s: float):
+        self.gateway = gateway
+        self.interval_s = interval_s
+        self.free: dict[str, dict[str, float]] = {}
+
+    def available(self, venue: str, asset: str) -> float:
+        return self.free.get(venue, {}).get(asset, 0.0)
+
+    async def refresh(self) -> None:
+        for venue in self.gateway.venues:
+            try:
+                balance = await self.gateway.call(venue, "fetch_balance")
+            except CseError as exc:
+                log.warning("balance_fetch_failed", venue=venue, error=str(exc)[:200])
+                continue
+            self.free[venue] = {a: float(v or 0.0) for a, v in (balance.get("free") or {}).items()}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.interval_s)
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: Any) -> None:
+    """Triangular detection needs every market of a venue, so it cannot follow the symbol
+    partitioning: one replica, elected, runs it over the whole order-book topic."""
+    p = settings.arb
+    fees = {s.name: p.taker_fee for s in settings.venues.venue_specs} | p.fee_map()
+    detector = TriangularDetector(fee=fees or p.taker_fee, slippage_bps=p.slippage_bps,
+                                  start_currencies=tuple(c.strip() for c in p.triangular_start.split(",")),
+                                  min_edge_bps=p.min_edge_bps, max_notional=p.max_notional,
+                                  min_profit=p.min_profit, stale_ms=p.stale_ms)
+
+    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
+        detector.update(book)
+        for opp in detector.scan(book.venue, now_ms()):
+            OPPORTUNITIES.labels(opp.symbol, opp.buy_venue, opp.sell_venue, opp.kind).inc()
+            EDGE.observe(opp.edge_bps)
+            await services.bus.publish(ARB_OPPORTUNITIES, opp)
+
+    loop: ConsumerLoop | None = None
+    running: asyncio.Task[None] | None = None
+
+    async def elected(_token: int) -> None:
+        nonlocal loop, running
+        loop = consumer(services, settings, [MD_ORDERBOOKS], "arbitrage-triangular", on_book)
+        loop.auto_offset_reset = "latest"
+        running = asyncio.create_task(loop.run())
+
+    async def lost() -> None:
+        if loop is not None and running is not None:
+            loop.stop()
+            await running
+
+    lock = LeaderLock(services.redis, "arb-triangular", ttl_s=10, prefix=settings.redis.key_prefix)
+    elector = LeaderElector(lock, on_elected=elected, on_lost=lost)
+    task = asyncio.create_task(elector.run())
+    try:
+        await ctx.stopping.wait()
+    finally:
+        elector.stop()
+        await task
+        await lost()
+
+
+def build_detector(settings: ArbitrageSettings) -> CrossVenueDetector:
+    p = settings.arb
+    return CrossVenueDetector(DetectorConfig(
+        taker_fees=p.fee_map(), default_fee=p.taker_fee, slippage_bps=p.slippage_bps,
+        max_notional=p.max_notional, stale_ms=p.stale_ms, min_profit=p.min_profit,
+        min_edge_bps=p.min_edge_bps))
 
 
 async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
-    """Join the arbitrage consumer group over the order-book topic."""
     services = await open_services(ctx, settings)
-    loop = consumer(services, settings, [MD_ORDERBOOKS], settings.group_id, count_only)
-    await consume_until_stopped(ctx, [loop])
+    gateway = await ctx.stack.enter_async_context(open_gateway(settings.venues))
+    balances = BalanceCache(gateway, settings.arb.balance_interval_s)
+    detector = build_detector(settings)
+    ledger = ExecutionLedger(services.redis, owner=default_owner(), prefix=settings.redis.key_prefix,
+                             lease_s=settings.arb.lease_s)
+    executor = Executor(gateway, services.bus, ledger, services.tsdb, dry_run=settings.arb.dry_run,
+                        hedge_max_loss_bps=settings.arb.hedge_max_loss_bps,
+                        balances=None if settings.arb.dry_run else balances.available,
+                        slippage_bps=settings.arb.slippage_bps)
+    sizing = None if settings.arb.dry_run else balances.available
+
+    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
+        found = detector.update(book, now_ms(), sizing)
+        for opp in found:
+            OPPORTUNITIES.labels(opp.symbol, opp.buy_venue, opp.sell_venue, opp.kind).inc()
+            EDGE.observe(opp.edge_bps)
+            await services.bus.publish(ARB_OPPORTUNITIES, opp)
+        DECISION_LATENCY.observe(max(0, now_ms() - book.ts_recv_ms) / 1000)
+
+    loops = [
+        consumer(services, settings, [MD_ORDERBOOKS], settings.group_id, on_book),
+        consumer(services, settings, [ARB_OPPORTUNITIES], settings.executor_group_id,
+                 executor.handle),
+    ]
+    if settings.arb.triangular:
+        ctx.stack.push_async_callback(
+            _stop_task, asyncio.create_task(triangular(ctx, settings, services), name="triangular"))
+    poller = asyncio.create_task(balances.run(ctx.stopping), name="balances") \
+        if gateway.venues and not settings.arb.dry_run else None
+    try:
+        await consume_until_stopped(ctx, loops)
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller

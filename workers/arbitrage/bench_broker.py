@@ -1,0 +1,286 @@
+"""`cse bench arbitrage`, parts 2 and 3: the detector behind the real broker.
+
+2. On one topic filled with generated books (5 venues x 20 symbols, 20 levels), the rate
+   of a bare aiokafka consumer (fetch + typed decode) against the worker's consumer loop
+   (fetch, decode, detect, publish opportunities, commit) in the same run; then, with
+   books produced at a steady 5,000/s stamped with their send time, the latency from that
+   stamp to the bare consumer's receipt and to the worker's published opportunity.
+3. One and two worker processes in one consumer group over 6 partitions: throughput ratio.
+
+Each phase uses a topic of its own on a fresh in-memory Tansu broker (its store slows
+down as a topic fills, so phases must not share one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from shared.bus import Bus, ConsumerLoop
+from shared.embedded import infra
+from shared.messages import ARB_OPPORTUNITIES, Codec, OrderBook, now_ms
+from shared.settings import KafkaSettings
+from workers.arbitrage.bench import _cross_stream
+from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
+
+NEVER_STALE = 10**12
+
+
+def _settings(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap, session_timeout_ms=6000,
+                         heartbeat_interval_ms=1000, max_poll_records=10_000)
+
+
+def _detector() -> CrossVenueDetector:
+    return CrossVenueDetector(DetectorConfig(default_fee=0.001, slippage_bps=2.0,
+                                             max_notional=10_000.0, stale_ms=NEVER_STALE))
+
+
+async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq"]):
+        pass  # creates the topic with 6 partitions
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in payloads]
+        await asyncio.gather(*futures)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _bare_rate(bootstrap: str, topic: str, n: int) -> float:
+    codec = Codec(OrderBook)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=10, max_poll_records=10_000)
+    await consumer.start()
+    got, first = 0, None
+    try:
+        while got < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                first = first or time.perf_counter()
+                for record in records:
+                    codec.decode(record.value)
+                got += len(records)
+            if batch:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - (first or time.perf_counter()))
+
+
+def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str,
+                 published: list[tuple[int, int]] | None = None) -> ConsumerLoop:
+    detector = _detector()
+
+    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
+        for opp in detector.update(book, now_ms()):
+            future = await bus.publish(ARB_OPPORTUNITIES, opp)
+            if published is not None and future is not None:
+                # published = acknowledged by the broker
+                future.add_done_callback(
+                    lambda _f, t=book.ts_recv_ms: published.append((t, time.time_ns())))
+
+    return ConsumerLoop(bus, _settings(bootstrap), [topic], group, on_book,
+                        message_types={topic: OrderBook})
+
+
+async def _worker_rate(bootstrap: str, topic: str, n: int) -> float:
+    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
+                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
+        loop = _worker_loop(bus, bootstrap, topic, "bench-worker")
+        task = asyncio.create_task(loop.run())
+        while loop.stats.consumed == 0:
+            await asyncio.sleep(0.001)
+        first = time.perf_counter()
+        start_count = loop.stats.consumed
+        while loop.stats.consumed < n:
+            await asyncio.sleep(0.002)
+        rate = (n - start_count) / (time.perf_counter() - first)
+        loop.stop()
+        await task
+    return rate
+
+
+async def _paced(bootstrap: str, topic: str, stream: list[OrderBook], rate: int, seconds: float) -> int:
+    """Produce books at ``rate``/s, each stamped with its send time; returns how many."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    sent = 0
+    try:
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        while sent < total:
+            due = int((time.perf_counter() - start) * rate) + 1
+            while sent < min(due, total):
+                book = stream[sent % len(stream)]
+                stamp = now_ms()
+                fresh = msgspec.structs.replace(book, ts_venue_ms=stamp, ts_recv_ms=stamp, seq=sent)
+                await producer.send(topic, Codec.encode(fresh), key=book.symbol.encode())
+                sent += 1
+            await asyncio.sleep(0.001)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def _bare_latency(bootstrap: str, topic: str, stream: list[OrderBook], rate: int,
+                        seconds: float) -> list[float]:
+    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq"]):
+        pass
+    codec = Codec(OrderBook)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare-lat",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=5)
+    await consumer.start()
+    await asyncio.sleep(3)  # join the group before the clock starts
+    lat: list[float] = []
+    producing = asyncio.create_task(_paced(bootstrap, topic, stream, rate, seconds))
+    drain_until = None
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time_ns()
+            for records in batch.values():
+                for record in records:
+                    lat.append((now - codec.decode(record.value).ts_recv_ms * 1_000_000) / 1e6)
+            if producing.done():
+                drain_until = drain_until or time.monotonic() + 3
+                if len(lat) >= producing.result() or time.monotonic() > drain_until:
+                    break
+    finally:
+        await consumer.stop()
+    return lat
+
+
+async def _worker_latency(bootstrap: str, topic: str, stream: list[OrderBook], rate: int,
+                          seconds: float) -> list[float]:
+    published: list[tuple[int, int]] = []
+    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
+                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
+        loop = _worker_loop(bus, bootstrap, topic, "bench-worker-lat", published)
+        task = asyncio.create_task(loop.run())
+        await asyncio.wait_for(loop.assigned.wait(), 30)
+        await asyncio.sleep(1)
+        await _paced(bootstrap, topic, stream, rate, seconds)
+        await asyncio.sleep(1.0)
+        loop.stop()
+        await task
+    return [(t_pub - t_recv * 1_000_000) / 1e6 for t_recv, t_pub in published]
+
+
+def _scaling(bootstrap: str, stream_n: int, workdir: Path) -> dict[str, float]:
+    """Throughput of 1 and of 2 worker processes in one group over the same kind of topic.
+
+    The workers join first (the parent waits until the 6 partitions are split between
+    them), then the topic is filled; each worker records its first and last message time.
+    """
+    rates = {}
+    stream, _, _ = _cross_stream(5, 20, 20, stream_n, 7)
+    payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
+    for procs in (1, 2):
+        topic = f"bench.scale{procs}"
+        asyncio.run(_fill(bootstrap, topic, []))
+        outs = [workdir / f"{topic}-{i}.json" for i in range(procs)]
+        children = [subprocess.Popen(
+            [sys.executable, "-m", "workers.arbitrage.bench_broker", "--consume", topic,
+             "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs)],
+            stdout=subprocess.DEVNULL) for out in outs]
+        deadline = time.monotonic() + 60
+        while not all(Path(f"{out}.ready").exists() for out in outs):
+            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
+                raise RuntimeError("scaling workers did not join the group")
+            time.sleep(0.05)
+        asyncio.run(_fill(bootstrap, topic, payloads))
+        for child in children:
+            child.wait(300)
+        spans = [json.loads(out.read_text()) for out in outs]
+        total = sum(s["count"] for s in spans)
+        elapsed = max(s["last"] for s in spans) - min(s["first"] for s in spans)
+        rates[procs] = total / elapsed
+    return {"worker_1proc_per_s": rates[1], "worker_2proc_per_s": rates[2],
+            "scale_1_to_2": rates[2] / rates[1]}
+
+
+async def _consume_child(bootstrap: str, topic: str, out: Path, members: int,
+                         idle_s: float = 3.0) -> None:
+    """One worker process of the scaling run: join, say so, consume until the topic idles."""
+    first = last = 0.0
+    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
+                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
+        loop = _worker_loop(bus, bootstrap, topic, "bench-scale")
+        task = asyncio.create_task(loop.run())
+        while len(loop.assignment) != 6 // members:
+            await asyncio.sleep(0.02)
+        Path(f"{out}.ready").write_text("ready")
+        seen, quiet_since = 0, None
+        while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+            await asyncio.sleep(0.002)
+            if loop.stats.consumed != seen:
+                now = time.time()
+                first = first or now
+                last, seen, quiet_since = now, loop.stats.consumed, time.monotonic()
+        loop.stop()
+        await task
+    out.write_text(json.dumps({"count": seen, "first": first, "last": last}))
+
+
+def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
+                 scale_messages: int = 60_000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cse-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = infra.start(infra.tansu_spec(infra.free_port()), workdir)
+        bootstrap = f"127.0.0.1:{broker.port}"
+        try:
+            stream, _, _ = _cross_stream(5, 20, 20, messages, 3)
+            payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
+            asyncio.run(_fill(bootstrap, "bench.rate", payloads))
+            bare = asyncio.run(_bare_rate(bootstrap, "bench.rate", messages))
+            worker = asyncio.run(_worker_rate(bootstrap, "bench.rate", messages))
+            bare_lat = asyncio.run(_bare_latency(bootstrap, "bench.lat-bare", stream, rate, seconds))
+            worker_lat = asyncio.run(_worker_latency(bootstrap, "bench.lat-worker", stream, rate,
+                                                     seconds))
+            scaling = _scaling(bootstrap, scale_messages, workdir)
+        finally:
+            broker.stop()
+    return {
+        "bare_consume_per_s": bare, "worker_consume_per_s": worker,
+        "worker_vs_bare": worker / bare,
+        "latency_rate_per_s": rate, "bare_p50_ms": _pct(bare_lat, 50), "bare_p99_ms": _pct(bare_lat, 99),
+        "p50_ms": _pct(worker_lat, 50), "p99_ms": _pct(worker_lat, 99),
+        "latency_samples_bare": len(bare_lat), "latency_samples_opportunities": len(worker_lat),
+        **scaling,
+    }
+
+
+def _main() -> int:
+    p = argparse.ArgumentParser(description="a worker process of the scaling benchmark")
+    p.add_argument("--consume", required=True)
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--members", type=int, default=1)
+    args = p.parse_args()
+    asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
