@@ -176,9 +176,17 @@ class Bus:
 
     async def flush(self) -> None:
         """Wait until everything :meth:`publish` queued is acknowledged."""
-        if not self._pending:
-            return
+        await self.settle(self.take_pending())
+
+    def take_pending(self) -> list[tuple[asyncio.Future[Any], str, bytes, bytes | None]]:
+        """Hand over what was published since the last call (see :meth:`settle`)."""
         pending, self._pending = self._pending, []
+        return pending
+
+    async def settle(self, pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]]) -> None:
+        """Wait for these publishes to be acknowledged, re-sending any that failed."""
+        if not pending:
+            return
         results = await asyncio.gather(*(p[0] for p in pending), return_exceptions=True)
         for (_future, topic, payload, key), result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
@@ -257,6 +265,7 @@ class ConsumerLoop:
         self.codecs = {t: Codec(types[t]) for t in topics}
         # labelled children resolved once: .labels() costs more than the increment
         self._consumed_counter = {t: metrics.BUS_CONSUMED.labels(t, group_id) for t in topics}
+        self._uncounted = dict.fromkeys(topics, 0)
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -313,33 +322,61 @@ class ConsumerLoop:
                     await asyncio.wait_for(consumer.stop(), 10)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        # The acks of what handlers published and the offset commit run in the background
+        # while the next batches are handled; batches finished meanwhile are merged into the
+        # next commit. A round trip per batch would otherwise cap throughput. Offsets are
+        # committed in order, and only once what their handlers published was acknowledged.
+        committing: asyncio.Task[None] | None = None
+        offsets: dict[TopicPartition, int] = {}
+        published: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
         last_check = time.monotonic()
-        while not self._stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_poll_records)
-            now = time.monotonic()
-            if consumer.assignment():
-                self.assigned.set()
-            offsets: dict[TopicPartition, int] = {}
-            for tp, records in batch.items():
-                for record in records:
-                    done = await self._process(record)
-                    if not done:  # stopping while retrying a transient failure
-                        break
-                    offsets[tp] = record.offset + 1
-                else:
-                    continue
-                break
+        try:
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200,
+                                               max_records=self.settings.max_poll_records)
+                now = time.monotonic()
+                if consumer.assignment():
+                    self.assigned.set()
+                for tp, records in batch.items():
+                    for record in records:
+                        if not await self._process(record):  # stopping during a retry
+                            break
+                        offsets[tp] = record.offset + 1
+                    else:
+                        continue
+                    break
+                for topic, n in self._uncounted.items():
+                    if n:
+                        self._consumed_counter[topic].inc(n)
+                        self._uncounted[topic] = 0
+                published.extend(self.bus.take_pending())
+                if offsets and (committing is None or committing.done()):
+                    if committing is not None:
+                        committing.result()  # raises if the previous commit failed
+                    committing = asyncio.create_task(
+                        self._flush_and_commit(consumer, published, offsets))
+                    offsets, published = {}, []
+                if now - last_check > 1.0:
+                    last_check = now
+                    await self._update_lag(consumer)
+                    await self._check_health(consumer)
+        finally:
+            # before leaving the group: everything handled is acknowledged and committed
+            if committing is not None:
+                await committing
+            published.extend(self.bus.take_pending())
             if offsets:
-                await self.bus.flush()  # what the handlers published is acked before we commit
-                try:
-                    await asyncio.wait_for(consumer.commit(offsets), self.settings.stall_timeout_s)
-                except TimeoutError:
-                    raise _Stalled("offset commit did not complete") from None
-                self.stats.last_progress = time.monotonic()
-            if now - last_check > 1.0:
-                last_check = now
-                await self._update_lag(consumer)
-                await self._check_health(consumer)
+                await self._flush_and_commit(consumer, published, offsets)
+
+    async def _flush_and_commit(self, consumer: AIOKafkaConsumer,
+                                pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]],
+                                offsets: dict[TopicPartition, int]) -> None:
+        await self.bus.settle(pending)
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), self.settings.stall_timeout_s)
+        except TimeoutError:
+            raise _Stalled("offset commit did not complete") from None
+        self.stats.last_progress = time.monotonic()
 
     async def _check_health(self, consumer: AIOKafkaConsumer) -> None:
         """Detect a broker that restarted empty, or a group we are no longer part of.
@@ -388,7 +425,7 @@ class ConsumerLoop:
             try:
                 await self.handler(message, record)
                 self.stats.consumed += 1
-                self._consumed_counter[topic].inc()
+                self._uncounted[topic] += 1  # added to the Prometheus counter once per batch
                 return True
             except TransientError as exc:
                 attempts += 1
