@@ -249,8 +249,10 @@ class ConsumerLoop:
         auto_offset_reset: str = "earliest",
         max_transient_retries: int | None = None,
         message_types: dict[str, type[Any]] | None = None,
+        start_gate: asyncio.Event | None = None,
     ):
-        """``message_types`` maps topics outside :data:`TOPICS` to their message type."""
+        """``message_types`` maps topics outside :data:`TOPICS` to their message type;
+        with ``start_gate``, the member joins its group but fetches nothing until it is set."""
         types = {t: TOPICS[t].message for t in topics if t in TOPICS} | (message_types or {})
         unknown = [t for t in topics if t not in types]
         if unknown:
@@ -270,6 +272,7 @@ class ConsumerLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
+        self.start_gate = start_gate
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and leave the group."""
@@ -330,6 +333,14 @@ class ConsumerLoop:
         offsets: dict[TopicPartition, int] = {}
         published: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
         last_check = time.monotonic()
+        if self.start_gate is not None:  # joined (start() did that); fetch nothing yet
+            while not self.start_gate.is_set() and not self._stopping.is_set():
+                if consumer.assignment():
+                    consumer.pause(*consumer.assignment())  # no prefetch either
+                    self.assigned.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.start_gate.wait(), 0.05)
+            consumer.resume(*consumer.assignment())
         try:
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200,

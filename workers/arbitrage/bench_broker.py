@@ -188,28 +188,30 @@ async def _worker_latency(bootstrap: str, topic: str, stream: list[OrderBook], r
 
 
 def _scaling(bootstrap: str, stream_n: int, workdir: Path) -> dict[str, float]:
-    """Throughput of 1 and of 2 worker processes in one group over the same kind of topic.
+    """Throughput of 1 and of 2 worker processes in one group over a pre-filled topic.
 
-    The workers join first (the parent waits until the 6 partitions are split between
-    them), then the topic is filled; each worker records its first and last message time.
+    The topic is filled first; the workers join the group without fetching, and only
+    when the 6 partitions are split between them are they all told to go. Each records
+    its first and last message time.
     """
     rates = {}
     stream, _, _ = _cross_stream(5, 20, 20, stream_n, 7)
     payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
     for procs in (1, 2):
         topic = f"bench.scale{procs}"
-        asyncio.run(_fill(bootstrap, topic, []))
+        asyncio.run(_fill(bootstrap, topic, payloads))
         outs = [workdir / f"{topic}-{i}.json" for i in range(procs)]
+        go = workdir / f"{topic}.go"
         children = [subprocess.Popen(
             [sys.executable, "-m", "workers.arbitrage.bench_broker", "--consume", topic,
-             "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs)],
+             "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs), "--go", str(go)],
             stdout=subprocess.DEVNULL) for out in outs]
         deadline = time.monotonic() + 60
         while not all(Path(f"{out}.ready").exists() for out in outs):
             if time.monotonic() > deadline or any(c.poll() is not None for c in children):
                 raise RuntimeError("scaling workers did not join the group")
             time.sleep(0.05)
-        asyncio.run(_fill(bootstrap, topic, payloads))
+        go.write_text("go")
         for child in children:
             child.wait(300)
         spans = [json.loads(out.read_text()) for out in outs]
@@ -220,17 +222,22 @@ def _scaling(bootstrap: str, stream_n: int, workdir: Path) -> dict[str, float]:
             "scale_1_to_2": rates[2] / rates[1]}
 
 
-async def _consume_child(bootstrap: str, topic: str, out: Path, members: int,
+async def _consume_child(bootstrap: str, topic: str, out: Path, members: int, go: Path,
                          idle_s: float = 3.0) -> None:
-    """One worker process of the scaling run: join, say so, consume until the topic idles."""
+    """One worker process of the scaling run: join, say so, wait for go, consume until idle."""
     first = last = 0.0
+    gate = asyncio.Event()
     async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
                                                  f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
         loop = _worker_loop(bus, bootstrap, topic, "bench-scale")
+        loop.start_gate = gate
         task = asyncio.create_task(loop.run())
         while len(loop.assignment) != 6 // members:
             await asyncio.sleep(0.02)
         Path(f"{out}.ready").write_text("ready")
+        while not go.exists():
+            await asyncio.sleep(0.005)
+        gate.set()
         seen, quiet_since = 0, None
         while quiet_since is None or time.monotonic() - quiet_since < idle_s:
             await asyncio.sleep(0.002)
@@ -277,8 +284,9 @@ def _main() -> int:
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--members", type=int, default=1)
+    p.add_argument("--go", type=Path, required=True)
     args = p.parse_args()
-    asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members))
+    asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members, args.go))
     return 0
 
 
