@@ -27,6 +27,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared import metrics
 from shared.backoff import Backoff
@@ -36,6 +37,7 @@ from shared.messages import TOPICS, Codec, DeadLetter, all_topic_names, key_of, 
 from shared.settings import KafkaSettings
 
 log = get_logger("bus")
+_PARTITIONER = DefaultPartitioner()
 
 Handler = Callable[[Any, ConsumerRecord], Awaitable[None]]
 
@@ -53,6 +55,7 @@ class Bus:
         self._topics_ok = False
         self._ensure_lock = asyncio.Lock()
         self._pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
+        self._partitions: dict[tuple[str, bytes], int] = {}
 
     async def __aenter__(self) -> Bus:
         await self.start()
@@ -167,12 +170,26 @@ class Bus:
         key = key if key is not None else key_of(message)
         try:
             assert self._producer is not None, "Bus not started"
-            future = await self._producer.send(topic, payload, key=key)
+            future = await self._producer.send(topic, payload, key=key,
+                                               partition=self._partition_of(topic, key))
         except KafkaError:
             await self.send_raw(topic, payload, key)
             return None
         self._pending.append((future, topic, payload, key))
         return future  # resolves when the broker acknowledged it
+
+    def _partition_of(self, topic: str, key: bytes | None) -> int | None:
+        """The default partitioner's choice, cached per key (murmur2 in Python is slow)."""
+        if key is None or self._producer is None:
+            return None
+        cached = self._partitions.get((topic, key))
+        if cached is None:
+            parts = self._producer.client.cluster.partitions_for_topic(topic)
+            if not parts:
+                return None  # unknown yet: let the producer wait for metadata
+            ordered = sorted(parts)
+            cached = self._partitions[(topic, key)] = _PARTITIONER(key, ordered, ordered)
+        return cached
 
     async def flush(self) -> None:
         """Wait until everything :meth:`publish` queued is acknowledged."""
@@ -348,13 +365,28 @@ class ConsumerLoop:
                 now = time.monotonic()
                 if consumer.assignment():
                     self.assigned.set()
+                handler = self.handler
                 for tp, records in batch.items():
+                    decode = self.codecs[tp.topic].decode
+                    handled = 0
                     for record in records:
-                        if not await self._process(record):  # stopping during a retry
-                            break
+                        # the common path inline: decode, handle; a failure goes the slow way
+                        message = None
+                        try:
+                            message = decode(record.value or b"")
+                            await handler(message, record)
+                        except Exception as exc:
+                            if not await self._recover(record, message, exc):  # stopping
+                                break
+                        else:
+                            handled += 1
                         offsets[tp] = record.offset + 1
                     else:
+                        self.stats.consumed += handled
+                        self._uncounted[tp.topic] += handled
                         continue
+                    self.stats.consumed += handled
+                    self._uncounted[tp.topic] += handled
                     break
                 for topic, n in self._uncounted.items():
                     if n:
@@ -422,40 +454,43 @@ class ConsumerLoop:
                 max(0, high - position)
             )
 
-    async def _process(self, record: ConsumerRecord) -> bool:
-        """Handle one record; True once it is done (handled or dead-lettered)."""
+    async def _recover(self, record: ConsumerRecord, message: Any, error: Exception) -> bool:
+        """A record whose decode or handler raised: dead-letter what does not decode or what
+        the handler rejects; retry transient errors with backoff. True once it is done,
+        False if asked to stop while retrying (the record stays uncommitted)."""
         topic = record.topic
-        try:
-            message = self.codecs[topic].decode(record.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._dead_letter(record, f"decode: {exc}")
-            return True
+        if message is None:
+            if isinstance(error, msgspec.DecodeError | msgspec.ValidationError):
+                await self._dead_letter(record, f"decode: {error}")
+                return True
+            raise error
         attempts = 0
         backoff = Backoff(maximum=5.0)
         while True:
+            if not isinstance(error, TransientError):  # a bug or a message the handler rejects
+                where = traceback.extract_tb(error.__traceback__)[-1]
+                await self._dead_letter(
+                    record, f"handler: {error!r} at {where.filename}:{where.lineno}")
+                return True
+            attempts += 1
+            if self.max_transient_retries is not None and attempts > self.max_transient_retries:
+                await self._dead_letter(record, f"handler gave up after {attempts} tries: {error!r}")
+                return True
+            delay = backoff.next()
+            log.warning("handler_retry", topic=topic, offset=record.offset, error=repr(error),
+                        retry_in_s=round(delay, 2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return False
             try:
                 await self.handler(message, record)
-                self.stats.consumed += 1
-                self._uncounted[topic] += 1  # added to the Prometheus counter once per batch
-                return True
-            except TransientError as exc:
-                attempts += 1
-                if self.max_transient_retries is not None and attempts > self.max_transient_retries:
-                    await self._dead_letter(record, f"handler gave up after {attempts} tries: {exc!r}")
-                    return True
-                delay = backoff.next()
-                log.warning("handler_retry", topic=topic, offset=record.offset, error=repr(exc),
-                            retry_in_s=round(delay, 2))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                if self._stopping.is_set():
-                    return False
-            except Exception as exc:  # a bug or a message the handler rejects
-                where = traceback.extract_tb(exc.__traceback__)[-1]
-                await self._dead_letter(
-                    record, f"handler: {exc!r} at {where.filename}:{where.lineno}"
-                )
-                return True
+            except Exception as exc:
+                error = exc
+                continue
+            self.stats.consumed += 1
+            self._uncounted[topic] += 1
+            return True
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         value = record.value or b""
