@@ -1,8 +1,9 @@
 """`cse bench arbitrage`, parts 2 and 3: the detector behind the real broker.
 
-2. On one topic filled with generated books (5 venues x 20 symbols, 20 levels), the rate
-   of a bare aiokafka consumer (fetch + typed decode) against the worker's consumer loop
-   (fetch, decode, detect, publish opportunities, commit) in the same run; then, with
+2. On topics filled with the same generated books (5 venues x 20 symbols, 20 levels), the
+   rate of a bare aiokafka consumer (fetch + typed decode + commit) against the worker's
+   consumer loop (fetch, decode, detect, publish opportunities, commit), each in a fresh
+   process, alternating twice in the same run, the better of two each; then, with
    books produced at a steady 5,000/s stamped with their send time, the latency from that
    stamp to the bare consumer's receipt and to the worker's published opportunity.
 3. One and two worker processes in one consumer group over 6 partitions: throughput ratio.
@@ -60,28 +61,6 @@ async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]])
         await producer.stop()
 
 
-async def _bare_rate(bootstrap: str, topic: str, n: int) -> float:
-    codec = Codec(OrderBook)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=10, max_poll_records=10_000)
-    await consumer.start()
-    got, first = 0, None
-    try:
-        while got < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for records in batch.values():
-                first = first or time.perf_counter()
-                for record in records:
-                    codec.decode(record.value)
-                got += len(records)
-            if batch:
-                await consumer.commit()
-    finally:
-        await consumer.stop()
-    return n / (time.perf_counter() - (first or time.perf_counter()))
-
-
 def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str,
                  published: list[tuple[int, int]] | None = None) -> ConsumerLoop:
     detector = _detector()
@@ -96,23 +75,6 @@ def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str,
 
     return ConsumerLoop(bus, _settings(bootstrap), [topic], group, on_book,
                         message_types={topic: OrderBook})
-
-
-async def _worker_rate(bootstrap: str, topic: str, n: int) -> float:
-    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
-                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
-        loop = _worker_loop(bus, bootstrap, topic, "bench-worker")
-        task = asyncio.create_task(loop.run())
-        while loop.stats.consumed == 0:
-            await asyncio.sleep(0.001)
-        first = time.perf_counter()
-        start_count = loop.stats.consumed
-        while loop.stats.consumed < n:
-            await asyncio.sleep(0.002)
-        rate = (n - start_count) / (time.perf_counter() - first)
-        loop.stop()
-        await task
-    return rate
 
 
 async def _paced(bootstrap: str, topic: str, stream: list[OrderBook], rate: int, seconds: float) -> int:
@@ -187,66 +149,103 @@ async def _worker_latency(bootstrap: str, topic: str, stream: list[OrderBook], r
     return [(t_pub - t_recv * 1_000_000) / 1e6 for t_recv, t_pub in published]
 
 
-def _scaling(bootstrap: str, stream_n: int, workdir: Path) -> dict[str, float]:
-    """Throughput of 1 and of 2 worker processes in one group over a pre-filled topic.
+def _run_children(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], procs: int,
+                  workdir: Path, bare: bool = False) -> float:
+    """Messages per second of ``procs`` fresh consumer processes in one group over ``topic``.
 
-    The topic is filled first; the workers join the group without fetching, and only
-    when the 6 partitions are split between them are they all told to go. Each records
-    its first and last message time.
+    The topic is filled first; the consumers join the group without fetching, and only when
+    the 6 partitions are split between them are they all told to go. Each records its first
+    and last message time. Fresh processes keep the figure free of this process's heap.
     """
-    rates = {}
+    asyncio.run(_fill(bootstrap, topic, payloads))
+    outs = [workdir / f"{topic}-{i}.json" for i in range(procs)]
+    go = workdir / f"{topic}.go"
+    children = [subprocess.Popen(
+        [sys.executable, "-m", "workers.arbitrage.bench_broker", "--consume", topic,
+         "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs), "--go", str(go),
+         *(["--bare"] if bare else [])],
+        stdout=subprocess.DEVNULL) for out in outs]
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{out}.ready").exists() for out in outs):
+        if time.monotonic() > deadline or any(c.poll() is not None for c in children):
+            raise RuntimeError("benchmark consumers did not join the group")
+        time.sleep(0.05)
+    go.write_text("go")
+    for child in children:
+        child.wait(300)
+    spans = [json.loads(out.read_text()) for out in outs]
+    total = sum(s["count"] for s in spans)
+    return total / (max(s["last"] for s in spans) - min(s["first"] for s in spans))
+
+
+def _scaling(bootstrap: str, stream_n: int, workdir: Path) -> dict[str, float]:
+    """Throughput of 1 and of 2 worker processes in one group over 6 partitions."""
     stream, _, _ = _cross_stream(5, 20, 20, stream_n, 7)
     payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
-    for procs in (1, 2):
-        topic = f"bench.scale{procs}"
-        asyncio.run(_fill(bootstrap, topic, payloads))
-        outs = [workdir / f"{topic}-{i}.json" for i in range(procs)]
-        go = workdir / f"{topic}.go"
-        children = [subprocess.Popen(
-            [sys.executable, "-m", "workers.arbitrage.bench_broker", "--consume", topic,
-             "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs), "--go", str(go)],
-            stdout=subprocess.DEVNULL) for out in outs]
-        deadline = time.monotonic() + 60
-        while not all(Path(f"{out}.ready").exists() for out in outs):
-            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
-                raise RuntimeError("scaling workers did not join the group")
-            time.sleep(0.05)
-        go.write_text("go")
-        for child in children:
-            child.wait(300)
-        spans = [json.loads(out.read_text()) for out in outs]
-        total = sum(s["count"] for s in spans)
-        elapsed = max(s["last"] for s in spans) - min(s["first"] for s in spans)
-        rates[procs] = total / elapsed
-    return {"worker_1proc_per_s": rates[1], "worker_2proc_per_s": rates[2],
-            "scale_1_to_2": rates[2] / rates[1]}
+    one = _run_children(bootstrap, "bench.scale1", payloads, 1, workdir)
+    two = _run_children(bootstrap, "bench.scale2", payloads, 2, workdir)
+    return {"worker_1proc_per_s": one, "worker_2proc_per_s": two, "scale_1_to_2": two / one}
 
 
 async def _consume_child(bootstrap: str, topic: str, out: Path, members: int, go: Path,
-                         idle_s: float = 3.0) -> None:
-    """One worker process of the scaling run: join, say so, wait for go, consume until idle."""
+                         bare: bool, idle_s: float = 3.0) -> None:
+    """One consumer process: join, say so, wait for go, consume until the topic idles.
+
+    ``bare``: a plain aiokafka consumer that only fetches and decodes; otherwise the
+    worker's consumer loop with the detector (decode, detect, publish, commit).
+    """
     first = last = 0.0
-    gate = asyncio.Event()
-    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
-                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
-        loop = _worker_loop(bus, bootstrap, topic, "bench-scale")
-        loop.start_gate = gate
-        task = asyncio.create_task(loop.run())
-        while len(loop.assignment) != 6 // members:
-            await asyncio.sleep(0.02)
-        Path(f"{out}.ready").write_text("ready")
-        while not go.exists():
-            await asyncio.sleep(0.005)
-        gate.set()
-        seen, quiet_since = 0, None
-        while quiet_since is None or time.monotonic() - quiet_since < idle_s:
-            await asyncio.sleep(0.002)
-            if loop.stats.consumed != seen:
-                now = time.time()
-                first = first or now
-                last, seen, quiet_since = now, loop.stats.consumed, time.monotonic()
-        loop.stop()
-        await task
+    seen = 0
+    if bare:
+        codec = Codec(OrderBook)
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare",
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    fetch_max_wait_ms=10, max_poll_records=10_000)
+        await consumer.start()
+        try:
+            while len(consumer.assignment()) != 6 // members:
+                await asyncio.sleep(0.02)
+            consumer.pause(*consumer.assignment())
+            Path(f"{out}.ready").write_text("ready")
+            while not go.exists():
+                await asyncio.sleep(0.005)
+            consumer.resume(*consumer.assignment())
+            first = time.time()  # the clock starts at go, not at the first batch handled
+            quiet_since = None
+            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+                batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
+                for records in batch.values():
+                    for record in records:
+                        codec.decode(record.value)
+                    seen += len(records)
+                if batch:
+                    last, quiet_since = time.time(), time.monotonic()
+                    await consumer.commit()
+                elif first:
+                    quiet_since = quiet_since or time.monotonic()
+        finally:
+            await consumer.stop()
+    else:
+        gate = asyncio.Event()
+        async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
+                                                     f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
+            loop = _worker_loop(bus, bootstrap, topic, "bench-worker")
+            loop.start_gate = gate
+            task = asyncio.create_task(loop.run())
+            while len(loop.assignment) != 6 // members:
+                await asyncio.sleep(0.02)
+            Path(f"{out}.ready").write_text("ready")
+            while not go.exists():
+                await asyncio.sleep(0.005)
+            gate.set()
+            first = time.time()  # the clock starts at go, not at the first batch handled
+            quiet_since = None
+            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+                await asyncio.sleep(0.002)
+                if loop.stats.consumed != seen:
+                    last, seen, quiet_since = time.time(), loop.stats.consumed, time.monotonic()
+            loop.stop()
+            await task
     out.write_text(json.dumps({"count": seen, "first": first, "last": last}))
 
 
@@ -259,9 +258,14 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
         try:
             stream, _, _ = _cross_stream(5, 20, 20, messages, 3)
             payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
-            asyncio.run(_fill(bootstrap, "bench.rate", payloads))
-            bare = asyncio.run(_bare_rate(bootstrap, "bench.rate", messages))
-            worker = asyncio.run(_worker_rate(bootstrap, "bench.rate", messages))
+            # side by side, alternating, on identical fresh topics; the better of two each
+            bares, workers = [], []
+            for round_ in range(2):
+                bares.append(_run_children(bootstrap, f"bench.bare{round_}", payloads, 1, workdir,
+                                           bare=True))
+                workers.append(_run_children(bootstrap, f"bench.worker{round_}", payloads, 1,
+                                             workdir))
+            bare, worker = max(bares), max(workers)
             bare_lat = asyncio.run(_bare_latency(bootstrap, "bench.lat-bare", stream, rate, seconds))
             worker_lat = asyncio.run(_worker_latency(bootstrap, "bench.lat-worker", stream, rate,
                                                      seconds))
@@ -285,8 +289,10 @@ def _main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--members", type=int, default=1)
     p.add_argument("--go", type=Path, required=True)
+    p.add_argument("--bare", action="store_true")
     args = p.parse_args()
-    asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members, args.go))
+    asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members, args.go,
+                               args.bare))
     return 0
 
 
