@@ -198,7 +198,7 @@ async def _consume_child(bootstrap: str, topic: str, out: Path, members: int, go
     seen = 0
     if bare:
         codec = Codec(OrderBook)
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare",
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
                                     auto_offset_reset="earliest", enable_auto_commit=False,
                                     fetch_max_wait_ms=10, max_poll_records=10_000)
         await consumer.start()
@@ -229,7 +229,7 @@ async def _consume_child(bootstrap: str, topic: str, out: Path, members: int, go
         gate = asyncio.Event()
         async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
                                                      f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
-            loop = _worker_loop(bus, bootstrap, topic, "bench-worker")
+            loop = _worker_loop(bus, bootstrap, topic, f"g-{topic}")
             loop.start_gate = gate
             task = asyncio.create_task(loop.run())
             while len(loop.assignment) != 6 // members:
@@ -258,6 +258,10 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
         try:
             stream, _, _ = _cross_stream(5, 20, 20, messages, 3)
             payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
+            # latency first: Tansu's in-memory store answers slower as it fills up
+            bare_lat = asyncio.run(_bare_latency(bootstrap, "bench.lat-bare", stream, rate, seconds))
+            worker_lat = asyncio.run(_worker_latency(bootstrap, "bench.lat-worker", stream, rate,
+                                                     seconds))
             # side by side, alternating, on identical fresh topics; the better of two each
             bares, workers = [], []
             for round_ in range(2):
@@ -266,9 +270,6 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
                 workers.append(_run_children(bootstrap, f"bench.worker{round_}", payloads, 1,
                                              workdir))
             bare, worker = max(bares), max(workers)
-            bare_lat = asyncio.run(_bare_latency(bootstrap, "bench.lat-bare", stream, rate, seconds))
-            worker_lat = asyncio.run(_worker_latency(bootstrap, "bench.lat-worker", stream, rate,
-                                                     seconds))
             scaling = _scaling(bootstrap, scale_messages, workdir)
         finally:
             broker.stop()
