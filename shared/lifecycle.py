@@ -57,7 +57,7 @@ Body = Callable[[WorkerContext], Awaitable[None]]
 
 
 async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: Body,
-                *, install_signals: bool = True) -> int:
+                *, install_signals: bool = True, serve_metrics: bool = True) -> int:
     """Run ``body`` with the metrics server and the shutdown path; returns the exit code."""
     log = logs.get_logger(name)
     stopping = asyncio.Event()
@@ -70,7 +70,7 @@ async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: 
     code = EXIT_OK
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
-            metrics.MetricsServer(health, obs.metrics_host, metrics_port)
+            metrics.MetricsServer(health, obs.metrics_host, metrics_port, serve_metrics)
         )
         ctx = WorkerContext(name, obs, stopping, health, stack, server.port, log)
         ticker = asyncio.create_task(_heartbeat(health, stopping))
@@ -129,7 +129,8 @@ def run_worker(name: str, settings_cls: type[C],
         return EXIT_FATAL
     logs.configure(settings.obs.log_level, settings.obs.log_format, worker=name)
     _register_secrets(settings)
-    main = serve(name, settings.obs, settings.metrics_port, lambda ctx: run(ctx, settings))
+    main = serve(name, settings.obs, settings.metrics_port, lambda ctx: run(ctx, settings),
+                 serve_metrics=settings.metrics_enabled)
     try:
         import uvloop
     except ImportError:

@@ -78,7 +78,7 @@ async def _metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(health: Health) -> web.Application:
+def build_app(health: Health, serve_metrics: bool = True) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         age = time.monotonic() - health.last_beat
         ok = health.alive() and health.state in ("starting", "running")
@@ -94,23 +94,28 @@ def build_app(health: Health) -> web.Application:
         )
 
     app = web.Application()
-    app.router.add_get("/metrics", _metrics)
+    if serve_metrics:
+        app.router.add_get("/metrics", _metrics)
     app.router.add_get("/health", healthz)
     app.router.add_get("/ready", readyz)
     return app
 
 
 class MetricsServer:
-    """``/metrics``, ``/health`` and ``/ready`` on ``host:port`` (port 0 picks a free one)."""
+    """``/metrics``, ``/health`` and ``/ready`` on ``host:port`` (port 0 picks a free one).
 
-    def __init__(self, health: Health, host: str, port: int):
+    With ``serve_metrics`` off only the health routes answer (the container healthcheck
+    still needs them)."""
+
+    def __init__(self, health: Health, host: str, port: int, serve_metrics: bool = True):
         self.health = health
         self.host = host
         self.port = port
+        self.serve_metrics = serve_metrics
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> MetricsServer:
-        self._runner = web.AppRunner(build_app(self.health), access_log=None)
+        self._runner = web.AppRunner(build_app(self.health, self.serve_metrics), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

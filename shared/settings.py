@@ -274,6 +274,11 @@ class CommonSettings(BaseModel):
     default_metrics_port: ClassVar[int] = 9001
 
     @property
+    def metrics_enabled(self) -> bool:
+        """Whether ``/metrics`` is served (health routes always are)."""
+        return True
+
+    @property
     def metrics_port(self) -> int:
         """``CSE_METRICS_PORT`` if set, else the worker's default."""
         port = self.obs.metrics_port

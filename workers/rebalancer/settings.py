@@ -11,6 +11,11 @@ class RebalancerSettings(CommonSettings):
     rebalance: RebalanceSettings = Field(default_factory=RebalanceSettings)
 
     @property
+    def metrics_enabled(self) -> bool:
+        """``CSE_REBALANCE_PROMETHEUS``: 0 keeps ``/metrics`` off (health routes stay)."""
+        return self.rebalance.prometheus
+
+    @property
     def metrics_port(self) -> int:
         """``CSE_METRICS_PORT`` if set, else ``CSE_REBALANCE_PROM_PORT`` (9001)."""
         port = self.obs.metrics_port
