@@ -93,7 +93,7 @@ async def test_timeouts_never_place_an_order_twice(slow: SimVenue) -> None:
                              exchange_timeout_ms=1000, exchange_retries=12)
     async with Gateway(settings) as gw:
         await gw.call("gw-slow", "load_markets")
-        ids = [f"gw-slow-{i}" for i in range(6)]
+        ids = [f"gw-slow-{i}" for i in range(10)]  # P(no timeout at all) = 0.5**10
         for cid in ids:
             order = await gw.create_order("gw-slow", "BTC/USDT", "limit", "buy", 0.02, 1000.0,
                                           client_order_id=cid)
