@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     st.set_defaults(func=_dev_status)
 
+    from workers.rebalancer.allocate_cli import add_parser as add_allocate
+
+    add_allocate(sub)
+
     bench = sub.add_parser("bench", help="benchmarks that print their figures (a JSON line last)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
     arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
