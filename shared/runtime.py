@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiokafka import ConsumerRecord
 
-from shared import coordination, metrics
+from shared import coordination
 from shared.bus import Bus, ConsumerLoop, Handler
 from shared.lifecycle import WorkerContext
 from shared.settings import CommonSettings
@@ -66,32 +66,3 @@ def consumer(services: Services, settings: CommonSettings, topics: list[str], gr
 
 async def count_only(_message: object, _record: ConsumerRecord) -> None:
     """Handler of workers whose logic is not built yet: consume and commit."""
-
-
-
-
-REBALANCE_LOCK = "rebalance"
-
-
-async def elect_until_stopped(ctx: WorkerContext, services: Services, settings: CommonSettings,
-                              lock_name: str = REBALANCE_LOCK, ttl_s: float = 15.0) -> None:
-    """Contend for ``lock_name`` until stopping; the gauge shows who leads."""
-    lock = coordination.LeaderLock(services.redis, lock_name, ttl_s=ttl_s,
-                                   prefix=settings.redis.key_prefix)
-
-    async def elected(token: int) -> None:
-        metrics.LEADER.labels(lock_name).set(1)
-        ctx.log.info("leader_elected", lock=lock_name, fence=token)
-
-    async def lost() -> None:
-        metrics.LEADER.labels(lock_name).set(0)
-        ctx.log.warning("leadership_lost", lock=lock_name)
-
-    elector = coordination.LeaderElector(lock, on_elected=elected, on_lost=lost)
-    metrics.LEADER.labels(lock_name).set(0)
-    task = asyncio.create_task(elector.run(), name=f"elect-{lock_name}")
-    ctx.health.state = "running"
-    await ctx.stopping.wait()
-    elector.stop()
-    await task
-    metrics.LEADER.labels(lock_name).set(0)

@@ -70,3 +70,37 @@ async def test_a_live_cycle_places_each_planned_order_once(venues) -> None:
         by_id.setdefault(f["clientOrderId"], set()).add(f["orderId"])
     for order in plan.orders:
         assert len(by_id.get(order.client_order_id, ())) == 1, order.client_order_id
+
+
+async def test_only_the_leader_rebalances_and_the_other_takes_over(venues, redis_client,
+                                                                   redis_settings) -> None:
+    import asyncio
+
+    from workers.rebalancer.loop import RebalanceLoop
+
+    settings = RebalanceSettings(dry_run=True, interval=0.3, backoff_max=1)
+    async with gateway(venues) as gw:
+        loops = [RebalanceLoop(settings, eng.RebalanceEngine(settings, gw, SYMBOLS), redis_client,
+                               prefix=redis_settings.key_prefix, ttl_s=2, owner=f"rb{i}")
+                 for i in range(2)]
+        stops = [asyncio.Event(), asyncio.Event()]
+        tasks = [asyncio.create_task(lp.run(st)) for lp, st in zip(loops, stops, strict=True)]
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while sum(lp.cycles for lp in loops) < 3:
+                assert asyncio.get_running_loop().time() < deadline, "no cycles ran"
+                await asyncio.sleep(0.1)
+            leader = next(i for i, lp in enumerate(loops) if lp.cycles)
+            other = 1 - leader
+            assert loops[other].cycles == 0, "two rebalancers acted"
+            old_token = loops[leader].lock.token
+            stops[leader].set()  # the leader goes away
+            await tasks[leader]
+            while loops[other].cycles == 0:
+                assert asyncio.get_running_loop().time() < deadline + 10, "no takeover"
+                await asyncio.sleep(0.1)
+            assert loops[other].lock.token > old_token, "the new leader has a newer fencing token"
+        finally:
+            for st in stops:
+                st.set()
+            await asyncio.gather(*tasks)

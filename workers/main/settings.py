@@ -3,7 +3,6 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.gateway import VenueSettings
 from shared.settings import Port, _Part
 from workers.main.ingest import IngestSettings
 from workers.rebalancer.settings import RebalancerSettings
@@ -22,5 +21,4 @@ class MainSettings(RebalancerSettings):
     """Settings of cryptospreadedge-main: the rebalancer's, plus the API and ingest."""
 
     api: ApiSettings = Field(default_factory=ApiSettings)
-    venues: VenueSettings = Field(default_factory=VenueSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

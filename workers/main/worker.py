@@ -6,9 +6,10 @@ from aiohttp import web
 
 from shared.gateway import open_gateway
 from shared.lifecycle import WorkerContext
-from shared.runtime import elect_until_stopped, open_services
+from shared.runtime import open_services
 from workers.main.ingest import Ingest
 from workers.main.settings import MainSettings
+from workers.rebalancer.loop import run_rebalancing
 
 
 async def run(ctx: WorkerContext, settings: MainSettings) -> None:
@@ -40,7 +41,7 @@ async def run(ctx: WorkerContext, settings: MainSettings) -> None:
                         prefix=settings.redis.key_prefix)
         tasks.append(asyncio.create_task(ingest.run(ctx.stopping), name="ingest"))
     if settings.rebalance.enabled:
-        await elect_until_stopped(ctx, services, settings)
+        await run_rebalancing(ctx, settings, services, gateway)
     else:
         ctx.health.state = "running"
         await ctx.stopping.wait()

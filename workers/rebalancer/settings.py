@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.gateway import VenueSettings
 from shared.settings import CommonSettings, RebalanceSettings
 
 
@@ -9,6 +10,7 @@ class RebalancerSettings(CommonSettings):
     """Settings of the portfolio-rebalancer service (the CSE_REBALANCE_* variables)."""
 
     rebalance: RebalanceSettings = Field(default_factory=RebalanceSettings)
+    venues: VenueSettings = Field(default_factory=VenueSettings)
 
     @property
     def metrics_enabled(self) -> bool:

@@ -1,0 +1,97 @@
+"""The leader-elected rebalance loop shared by portfolio-rebalancer and cryptospreadedge-main.
+
+Every process that runs it contends for the Redis lock ``rebalance`` (TTL + fencing
+token); only the holder runs cycles. Before a cycle the holder records its token as the
+highest used (:meth:`~shared.coordination.LeaderLock.check_fence`), so a paused leader that
+wakes up after losing the lock is refused instead of rebalancing twice. A failed cycle
+multiplies the wait by ``CSE_REBALANCE_BACKOFF_MULT`` up to ``CSE_REBALANCE_BACKOFF_MAX``
+(``portfolio_rebalance_backoff_active`` is 1 meanwhile); a good one resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from shared import metrics
+from shared.coordination import LeaderElector, LeaderLock
+from shared.errors import CseError, StaleLeader
+from shared.gateway import Gateway
+from shared.lifecycle import WorkerContext
+from shared.logs import get_logger
+from shared.settings import RebalanceSettings
+from workers.rebalancer import engine as eng
+from workers.rebalancer.plan import next_delay
+
+log = get_logger("rebalance.loop")
+
+LOCK = "rebalance"
+
+
+class RebalanceLoop:
+    def __init__(self, settings: RebalanceSettings, engine: eng.RebalanceEngine, redis: Any, *,
+                 prefix: str = "cse:", ttl_s: float = 15.0, owner: str | None = None):
+        self.settings = settings
+        self.engine = engine
+        self.lock = LeaderLock(redis, LOCK, ttl_s=ttl_s, prefix=prefix, owner=owner)
+        self.elector = LeaderElector(self.lock)
+        self.failures = 0
+        self.cycles = 0
+
+    def delay(self) -> float:
+        s = self.settings
+        return next_delay(s.interval, self.failures, s.backoff_mult, s.backoff_max, s.backoff_enabled)
+
+    async def run_once(self) -> bool:
+        """One cycle if this process leads; True if it ran one successfully."""
+        token = self.lock.token
+        if not self.elector.is_leader.is_set() or token is None:
+            return False
+        if not self.engine.gateway.venues:
+            log.warning("rebalance_idle_no_venues", hint="set CSE_VENUES")
+            return False
+        try:
+            await self.lock.check_fence(token)
+            await self.engine.cycle(f"{int(time.time())}-{token}", token)
+        except StaleLeader:
+            log.warning("rebalance_refused_stale_leader", fence=token)
+            return False
+        except (CseError, ValueError, ArithmeticError) as exc:
+            self.failures += 1
+            eng.ERRORS.inc()
+            eng.BACKOFF_ACTIVE.set(1 if self.settings.backoff_enabled else 0)
+            log.warning("rebalance_cycle_failed", error=str(exc)[:300], failures=self.failures,
+                        next_in_s=round(self.delay(), 1))
+            return False
+        self.failures = 0
+        self.cycles += 1
+        eng.BACKOFF_ACTIVE.set(0)
+        return True
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        elector = asyncio.create_task(self.elector.run(), name="rebalance-elector")
+        metrics.LEADER.labels(LOCK).set(0)
+        try:
+            while not stopping.is_set():
+                with_leader = self.elector.is_leader.is_set()
+                metrics.LEADER.labels(LOCK).set(1 if with_leader else 0)
+                await self.run_once()
+                wait = self.delay() if with_leader else self.lock.ttl_ms / 1000 / 3
+                try:
+                    await asyncio.wait_for(stopping.wait(), wait)
+                except TimeoutError:
+                    pass
+        finally:
+            self.elector.stop()
+            await elector
+            metrics.LEADER.labels(LOCK).set(0)
+
+
+async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gateway: Gateway) -> None:
+    """Run the loop until the worker stops (both services call this)."""
+    engine = eng.RebalanceEngine(settings.rebalance, gateway, settings.venues.symbol_list,
+                                 bus=services.bus)
+    loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix)
+    ctx.health.state = "running"
+    await loop.run(ctx.stopping)
