@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_allocate(sub)
 
+    reb = sub.add_parser("rebalance", help="run one rebalance cycle now and print the plan")
+    reb.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
+    reb.add_argument("--dry-run", action="store_true", help="plan only: touch no exchange")
+    reb.set_defaults(func=_rebalance_once)
+
     bench = sub.add_parser("bench", help="benchmarks that print their figures (a JSON line last)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
     arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
@@ -248,6 +253,14 @@ def _keys_encrypt(args: argparse.Namespace) -> int:
     args.out.write_text(document)
     print(f"wrote {args.out} ({len(plain)} venues); delete {args.plaintext} now")
     return 0
+
+
+def _rebalance_once(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.rebalancer.loop import rebalance_once
+
+    return asyncio.run(rebalance_once(args.dry_run))
 
 
 def _bench_arbitrage(args: argparse.Namespace) -> int:

@@ -104,3 +104,24 @@ async def test_only_the_leader_rebalances_and_the_other_takes_over(venues, redis
             for st in stops:
                 st.set()
             await asyncio.gather(*tasks)
+
+
+def test_cse_rebalance_once_prints_the_plan_and_dry_run_places_nothing(venues) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSE_")}
+    env["CSE_VENUES"] = ",".join(f"{n}={v.url}" for n, v in venues.items())
+    env["CSE_SYMBOLS"] = ",".join(SYMBOLS)
+    before = {n: len(fills(v)) for n, v in venues.items()}
+    out = subprocess.run([sys.executable, "-m", "workers.cli", "rebalance", "--once", "--dry-run"],
+                         env=env, text=True, capture_output=True, timeout=120,
+                         cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    assert "DRY RUN" in out.stdout and "TARGET" in out.stdout and "orders," in out.stdout
+    assert {n: len(fills(v)) for n, v in venues.items()} == before
+    no_venues = subprocess.run([sys.executable, "-m", "workers.cli", "rebalance", "--once"],
+                               env={k: v for k, v in env.items() if k != "CSE_VENUES"}, text=True,
+                               capture_output=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert no_venues.returncode == 2 and "CSE_VENUES" in no_venues.stderr

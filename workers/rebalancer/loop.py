@@ -95,3 +95,45 @@ async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gate
     loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix)
     ctx.health.state = "running"
     await loop.run(ctx.stopping)
+
+
+async def rebalance_once(dry_run: bool) -> int:
+    """`cse rebalance --once`: one cycle now with the CSE_* settings, the plan as a table."""
+    import sys
+
+    from shared import logs
+    from shared.gateway import open_gateway
+    from shared.settings import SettingsError, load
+    from workers.rebalancer.settings import RebalancerSettings
+
+    try:
+        settings = load(RebalancerSettings)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"cse rebalance: {line}", file=sys.stderr)
+        return 2
+    logs.configure("warning", "console", stream=sys.stderr)
+    rebalance = settings.rebalance.model_copy(update={"dry_run": dry_run or settings.rebalance.dry_run})
+    if not settings.venues.venue_specs:
+        print("cse rebalance: no venues: set CSE_VENUES (name=URL or name=ccxt-id, ...)", file=sys.stderr)
+        return 2
+    try:
+        async with open_gateway(settings.venues) as gateway:
+            engine = eng.RebalanceEngine(rebalance, gateway, settings.venues.symbol_list)
+            message, plan = await engine.cycle(f"once-{int(time.time())}")
+    except CseError as exc:
+        print(f"cse rebalance: {exc}", file=sys.stderr)
+        return 1
+    mode = "DRY RUN" if rebalance.dry_run else message.status
+    print(f"portfolio {plan.total_value:,.2f} {engine.quote}; method {rebalance.method}; predicted "
+          f"daily volatility {message.predicted_vol:.4%}; {mode}")
+    print(f"{'ASSET':<8} {'CURRENT':>9} {'TARGET':>9}")
+    for asset in sorted(set(message.target_weights) | set(message.current_weights)):
+        print(f"{asset:<8} {message.current_weights.get(asset, 0.0):>9.2%} "
+              f"{message.target_weights.get(asset, 0.0):>9.2%}")
+    print(f"{'VENUE':<10} {'SYMBOL':<10} {'SIDE':<5} {'AMOUNT':>14} {'NOTIONAL':>12} {'COST':>8}")
+    for o in plan.orders:
+        print(f"{o.venue:<10} {o.symbol:<10} {o.side:<5} {o.amount:>14.6f} {o.notional:>12,.2f} "
+              f"{o.est_cost:>8.2f}")
+    print(f"{len(plan.orders)} orders, {plan.skipped} skipped, estimated cost {plan.est_cost:,.2f}")
+    return 0
