@@ -35,7 +35,6 @@ from shared.embedded.infra import LOCALHOST, ProcessSpec
 from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 
 STATUS_FILE = "status.json"
-STATE_FILE = "stack.json"
 
 
 @dataclass
@@ -198,7 +197,6 @@ class Supervisor:
             for child in self.children:
                 if child.spec.kind == "worker":
                     self._spawn(child)
-            self._write_state()
             await self._supervise()
         except (infra.FatalError, RuntimeError, TimeoutError) as exc:
             self._say(f"error: {exc}")
@@ -270,8 +268,7 @@ class Supervisor:
             if now >= child.next_start:
                 child.restarts += 1
                 self._spawn(child)
-                self._write_state()
-            return
+                return
         if now - child.started_at > 60:
             child.backoff.reset()  # ran a minute: the next crash starts from a short delay
         if child.spec.kind != "worker":
@@ -339,8 +336,6 @@ class Supervisor:
         self._say("stopping infrastructure")
         for child in reversed([c for c in self.children if c.spec.kind != "worker" and c.proc]):
             await self._stop_child(child, 10.0)
-        with contextlib.suppress(FileNotFoundError):
-            (self.config.run_dir / STATE_FILE).unlink()
         self._write_status(final=True)
         self._say("stopped")
 
@@ -381,12 +376,6 @@ class Supervisor:
             "endpoints": self.endpoints,
             "processes": rows,
         }
-
-    def _write_state(self) -> None:
-        state = {"supervisor_pid": os.getpid(), "endpoints": self.endpoints,
-                 "processes": [{"name": c.spec.name, "pid": c.proc.pid if c.proc else None,
-                                "ports": c.spec.ports, "kind": c.spec.kind} for c in self.children]}
-        _atomic_write(self.config.run_dir / STATE_FILE, json.dumps(state, indent=2))
 
     def _write_status(self, final: bool = False) -> dict[str, Any]:
         snap = self.snapshot()

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from shared.gateway import open_gateway
 from shared.lifecycle import WorkerContext
+from shared.metrics import build_app
 from shared.runtime import open_services
 from workers.main.ingest import Ingest
 from workers.main.settings import MainSettings
@@ -17,18 +18,8 @@ async def run(ctx: WorkerContext, settings: MainSettings) -> None:
     services = await open_services(ctx, settings)
     gateway = await ctx.stack.enter_async_context(open_gateway(settings.venues))
 
-    async def health(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok" if ctx.health.alive() else "fail"})
-
-    async def ready(_request: web.Request) -> web.Response:
-        checks = await ctx.health.ready()
-        ok = all(checks.values())
-        return web.json_response({"status": "ok" if ok else "fail", "checks": checks},
-                                 status=200 if ok else 503)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    # the API serves the same /health and /ready as the metrics port (its routes come later)
+    app = build_app(ctx.health, serve_metrics=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     ctx.stack.push_async_callback(runner.cleanup)
