@@ -349,7 +349,7 @@ class ConsumerLoop:
         committing: asyncio.Task[None] | None = None
         offsets: dict[TopicPartition, int] = {}
         published: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
-        last_check = time.monotonic()
+        last_check = last_health = time.monotonic()
         if self.start_gate is not None:  # joined (start() did that); fetch nothing yet
             while not self.start_gate.is_set() and not self._stopping.is_set():
                 if consumer.assignment():
@@ -402,7 +402,9 @@ class ConsumerLoop:
                 if now - last_check > 1.0:
                     last_check = now
                     await self._update_lag(consumer)
-                    await self._check_health(consumer)
+                    if now - last_health > 5.0:  # a metadata round trip: not every second
+                        last_health = now
+                        await self._check_health(consumer)
         finally:
             # before leaving the group: everything handled is acknowledged and committed
             if committing is not None:

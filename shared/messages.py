@@ -216,10 +216,13 @@ class Codec:
         return self._decoder.decode(payload)
 
 
+_KEY_FIELD: dict[type[Any], str] = {spec.message: spec.key for spec in TOPICS.values()}
+
+
 def key_of(message: Any) -> bytes | None:
     """The partitioning key of a message, from its topic's key field."""
-    for spec in TOPICS.values():
-        if isinstance(message, spec.message):
-            value = getattr(message, spec.key, None)
-            return None if value is None else str(value).encode()
-    return None
+    field = _KEY_FIELD.get(type(message))
+    if field is None:
+        return None
+    value = getattr(message, field, None)
+    return None if value is None else str(value).encode()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,32 @@ async def redis_client(redis_settings: RedisSettings) -> AsyncIterator[object]:
     client = connect(redis_settings)
     yield client
     await client.aclose()
+
+
+async def read_topic(bootstrap: str, topic: str, *, count: int | None = None, idle_s: float = 1.5,
+                     timeout_s: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` from the start (no group), ordered by partition and offset.
+
+    Stops after ``count`` records, or once nothing new arrived for ``idle_s`` seconds.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=10)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - idle_since < idle_s:
+            if count is not None and len(records) >= count:
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                idle_since = time.monotonic()
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records

@@ -24,14 +24,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from shared.bus import Bus
 from shared.coordination import connect
 from shared.embedded import infra
 from shared.messages import MD_ORDERBOOKS, ORDERS_EXECUTIONS, Execution, OrderBook, now_ms
 from shared.settings import RedisSettings
-from tests.conftest import fast_kafka
+from tests.conftest import fast_kafka, read_topic
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
 
 pytestmark = pytest.mark.slow
@@ -127,22 +126,11 @@ def journal_orders(venues: dict[str, SimVenue]) -> dict[str, dict[str, Any]]:
 
 
 async def executions(broker: str) -> dict[str, Execution]:
-    """The latest execution report per client order id."""
-    consumer = AIOKafkaConsumer(ORDERS_EXECUTIONS, bootstrap_servers=broker, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
-    await consumer.start()
+    """The latest execution report per client order id (one id, one partition: in order)."""
     latest: dict[str, Execution] = {}
-    try:
-        idle = time.monotonic()
-        while time.monotonic() - idle < 1.5:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                idle = time.monotonic()
-                for r in sorted(records, key=lambda r: r.offset):
-                    ex = msgspec.json.decode(r.value, type=Execution)
-                    latest[ex.client_order_id] = ex
-    finally:
-        await consumer.stop()
+    for record in await read_topic(broker, ORDERS_EXECUTIONS):
+        ex = msgspec.json.decode(record.value, type=Execution)
+        latest[ex.client_order_id] = ex
     return latest
 
 

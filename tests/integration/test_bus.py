@@ -15,13 +15,12 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from shared.bus import Bus, ConsumerLoop
 from shared.embedded import infra
 from shared.messages import DeadLetter, OrderBook, dead_letter_topic
 from shared.settings import KafkaSettings
-from tests.conftest import fast_kafka
+from tests.conftest import fast_kafka, read_topic
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +78,7 @@ KILLABLE = r"""
 import asyncio, json, sys
 from shared.bus import Bus, ConsumerLoop
 from shared.messages import OrderBook, dead_letter_topic
-from tests.conftest import fast_kafka
+from tests.conftest import fast_kafka, read_topic
 
 bootstrap, topic, out = sys.argv[1:4]
 
@@ -162,31 +161,14 @@ async def test_malformed_message_goes_to_dead_letter_topic_and_consumer_moves_on
         await task
     assert loop.stats.dead_lettered == 3
 
-    letters = await read_all(kafka_settings.bootstrap_servers, dead_letter_topic(topic), 3)
-    decoded = [msgspec.json.decode(v, type=DeadLetter) for v in letters]
+    letters = await read_topic(kafka_settings.bootstrap_servers, dead_letter_topic(topic), count=3)
+    decoded = [msgspec.json.decode(r.value, type=DeadLetter) for r in letters]
     reasons = [d.reason for d in decoded]
     assert reasons[0].startswith("decode:") and "malformed" in reasons[0]
     assert reasons[1].startswith("decode:") and "missing required field" in reasons[1]
     assert reasons[2].startswith("handler:") and "unlucky book" in reasons[2]
     assert decoded[0].payload == "{not json"
     assert all(d.topic == topic and d.group == "g-dlq" and d.key == "BTC/USDT" for d in decoded)
-
-
-async def read_all(bootstrap: str, topic: str, n: int, timeout: float = 20) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=10, group_id=None)
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    out.sort(key=lambda r: (r.partition, r.offset))
-    return [r.value for r in out]
 
 
 async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: Path) -> None:

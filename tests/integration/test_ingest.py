@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from shared.bus import Bus
 from shared.coordination import connect
@@ -18,6 +17,7 @@ from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET, Gateway, VenueSe
 from shared.messages import MD_ORDERBOOKS, OrderBook
 from shared.runtime import Services
 from shared.timeseries import TimeSeriesWriter
+from tests.conftest import read_topic
 from tests.integration.test_timeseries import export
 from workers.main.ingest import Ingest, IngestSettings
 
@@ -87,20 +87,6 @@ async def test_two_replicas_publish_every_venue_and_no_book_twice(
 
 
 async def read_books(bootstrap: str, since_ms: float) -> list[OrderBook]:
-    consumer = AIOKafkaConsumer(MD_ORDERBOOKS, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
-    await consumer.start()
-    books: list[OrderBook] = []
-    try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 2:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                idle_since = time.monotonic()
-                for r in records:
-                    book = msgspec.json.decode(r.value, type=OrderBook)
-                    if book.venue in NAMES and book.ts_recv_ms >= since_ms:
-                        books.append(book)
-    finally:
-        await consumer.stop()
-    return books
+    books = [msgspec.json.decode(r.value, type=OrderBook)
+             for r in await read_topic(bootstrap, MD_ORDERBOOKS, idle_s=2)]
+    return [b for b in books if b.venue in NAMES and b.ts_recv_ms >= since_ms]
