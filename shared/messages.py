@@ -118,6 +118,7 @@ class PlannedOrder(msgspec.Struct, kw_only=True):
     notional: float
     est_cost: float
     client_order_id: str
+    price: float | None = None  # limit price (IOC); None: a market order
 
 
 class RebalancePlan(Message, tag="rebalance_plan", kw_only=True):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import annotated_types as at
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -115,6 +115,26 @@ class ObservabilitySettings(_Part):
     heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
 
 
+def parse_asset_map(text: str, *, positive: bool = False) -> dict[str, float]:
+    """``"BTC=0.3, ETH=-0.1"`` -> ``{"BTC": 0.3, "ETH": -0.1}``; ValueError says what is wrong."""
+    out: dict[str, float] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        asset, sep, number = item.partition("=")
+        asset = asset.strip().upper()
+        try:
+            value = float(number) if sep and asset.isalnum() else None
+        except ValueError:
+            value = None
+        if value is None or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{item!r} is not ASSET=number; allowed: ASSET=number,... e.g. BTC=0.3,ETH=0.2")
+        if positive and value <= 0:
+            raise ValueError(f"{item!r}: allowed: a positive number")
+        out[asset] = value
+    return out
+
+
 class RebalanceSettings(_Part):
     """The rebalance variables of the deployment guide, with its defaults."""
 
@@ -136,6 +156,27 @@ class RebalanceSettings(_Part):
     backoff_max: float = Field(3600.0, gt=0, le=7 * 86_400, description="seconds")
     prometheus: bool = True
     prom_port: Port = 9001
+    # Beyond the deployment guide: how the target is built and how close is close enough.
+    band: float = Field(0.01, ge=0, lt=0.5, description="no-trade band, in portfolio weight")
+    risk_aversion: float = Field(2.5, gt=0, le=1000, description="mv: lambda in mu'w - lambda/2 w'Sw")
+    mv_objective: Literal["utility", "min_variance", "max_sharpe"] = "utility"
+    expected_returns: str = Field("", description="mv: ASSET=annual return,... (else shrunk history)")
+    risk_budgets: str = Field("", description="rp: ASSET=budget,... (others 1; normalised)")
+    max_weight: float = Field(1.0, gt=0, le=1, description="mv: largest weight of one asset")
+
+    @field_validator("expected_returns", "risk_budgets")
+    @classmethod
+    def _asset_map_valid(cls, value: str, info: Any) -> str:
+        parse_asset_map(value, positive=info.field_name == "risk_budgets")
+        return value
+
+    @property
+    def expected_returns_map(self) -> dict[str, float]:
+        return parse_asset_map(self.expected_returns)
+
+    @property
+    def risk_budgets_map(self) -> dict[str, float]:
+        return parse_asset_map(self.risk_budgets, positive=True)
 
     @model_validator(mode="after")
     def _backoff_covers_interval(self) -> RebalanceSettings:
@@ -194,6 +235,10 @@ def format_validation_error(cls: type[BaseModel], exc: ValidationError) -> str:
         field = owner.model_fields.get(field_name) if owner else None
         value = err.get("input")
         shown = _show_value(field, value)
+        if err.get("type") == "value_error":  # a field validator's own words
+            reason = str(err.get("msg", "")).removeprefix("Value error, ")
+            lines.append(f"invalid setting {var}={shown}: {reason}")
+            continue
         allowed = describe_allowed(field) if field is not None else err.get("msg", "")
         lines.append(f"invalid setting {var}={shown}: allowed: {allowed}")
     return "\n".join(lines)

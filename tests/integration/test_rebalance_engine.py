@@ -125,3 +125,79 @@ def test_cse_rebalance_once_prints_the_plan_and_dry_run_places_nothing(venues) -
                                env={k: v for k, v in env.items() if k != "CSE_VENUES"}, text=True,
                                capture_output=True, timeout=60, cwd=Path(__file__).parents[2])
     assert no_venues.returncode == 2 and "CSE_VENUES" in no_venues.stderr
+
+
+@pytest.fixture
+def drifted(venue_sim_logs: Path) -> Iterator[dict[str, SimVenue]]:
+    """Three venues holding one lopsided portfolio: BTC-heavy here, cash there, SOL elsewhere."""
+    balances = {"dr-a": "BTC=3,USDT=2000", "dr-b": "USDT=150000,ETH=1", "dr-c": "SOL=600,USDT=500"}
+    running = {name: start_venue(venue_sim_logs, name, seed=11, args=["--balances", b])
+               for name, b in balances.items()}
+    yield running
+    for venue in running.values():
+        venue.stop()
+
+
+async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle_places_nothing(
+        drifted, kafka_settings, redis_client, redis_settings, store_settings) -> None:
+    import uuid
+
+    from shared.bus import Bus
+    from shared.messages import ORDERS_EXECUTIONS, PORTFOLIO_REBALANCE, PORTFOLIO_SNAPSHOTS, Codec
+    from shared.timeseries import TimeSeriesWriter
+    from tests.conftest import read_topic
+    from tests.integration.test_timeseries import export
+
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    venues = drifted
+    settings = RebalanceSettings(dry_run=False, method="rp", max_orders=40, min_notional=10,
+                                 slippage_bps=30, band=0.01, vol_target=0.03)
+    placed = eng.ORDERS_PLACED._value.get()
+    costs = eng.COSTS._value.get()
+    async with gateway(venues) as gw, Bus(kafka_settings) as bus, TimeSeriesWriter(store_settings) as tsdb:
+        await bus.ensure_topics()
+        engine = eng.RebalanceEngine(settings, gw, SYMBOLS, bus=bus, redis=redis_client, tsdb=tsdb,
+                                     account=account, prefix=redis_settings.key_prefix)
+        first, plan = await engine.cycle(f"{account}-1")
+        assert first.status == "executed" and plan.orders, first
+        assert {o.side for o in plan.orders} == {"buy", "sell"}, plan.orders
+        assert eng.ORDERS_PLACED._value.get() - placed == len(plan.orders)
+        assert 0 < eng.COSTS._value.get() - costs <= plan.est_cost + 1e-9
+        # every order is an IOC limit order at the venue's quote widened by the slippage allowance
+        for o in plan.orders:
+            assert o.price is not None and o.client_order_id.startswith("rb")
+        # the portfolio is now on target within the band
+        snap = await engine.snapshot()
+        total = sum(h.quantity * {**snap.prices, "USDT": 1.0}[h.asset] for h in snap.holdings)
+        for asset, target in first.target_weights.items():
+            held = sum(h.quantity for h in snap.holdings if h.asset == asset)
+            weight = held * {**snap.prices, "USDT": 1.0}[asset] / total
+            assert abs(weight - target) <= settings.band, (asset, weight, target)
+        assert all(h.quantity >= 0 and (h.free or 0) >= 0 for h in snap.holdings)
+        # replaying the same plan places nothing: every client id is already claimed
+        before = eng.ORDERS_PLACED._value.get()
+        assert await engine._execute(first.id, plan, snap) == "executed"
+        assert eng.ORDERS_PLACED._value.get() == before
+        second, again = await engine.cycle(f"{account}-2")
+        assert again.orders == [], again.orders
+        assert second.status == "executed"
+        await tsdb.flush()
+    bootstrap = kafka_settings.bootstrap_servers
+
+    async def messages(name: str) -> list:
+        codec = Codec.for_topic(name)
+        return [codec.decode(r.value) for r in await read_topic(bootstrap, name)]
+
+    snapshots = [m for m in await messages(PORTFOLIO_SNAPSHOTS) if m.account == account]
+    assert len(snapshots) == 2 and snapshots[0].total_value > 0
+    held = {(p.venue, p.asset) for p in snapshots[0].positions}
+    assert held >= {("dr-a", "BTC"), ("dr-b", "USDT"), ("dr-c", "SOL")}
+    executions = [m for m in await messages(ORDERS_EXECUTIONS) if m.parent_id == first.id]
+    assert sorted(e.client_order_id for e in executions) == sorted(o.client_order_id for o in plan.orders)
+    assert all(e.source == "rebalancer" and e.status in ("filled", "partial") for e in executions)
+    plans = [m for m in await messages(PORTFOLIO_REBALANCE) if m.account == account]
+    assert [p.id for p in plans] == [first.id, second.id]
+    rows = export(store_settings.url, f'{{__name__=~"rebalance_cycle_.*",account="{account}"}}')
+    assert {r["metric"]["__name__"] for r in rows} >= {"rebalance_cycle_orders", "rebalance_cycle_est_cost"}
+    weights = export(store_settings.url, f'{{__name__="rebalance_weight_target",account="{account}"}}')
+    assert {r["metric"]["asset"] for r in weights} == {"BTC", "ETH", "SOL", "USDT"}

@@ -58,9 +58,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+EXTRAS = {"band", "risk_aversion", "mv_objective", "expected_returns", "risk_budgets", "max_weight"}
+
+
 def test_every_seed_variable_has_the_seed_default() -> None:
     settings = load(RebalanceSettings)
-    assert len(SEED_DEFAULTS) == len(RebalanceSettings.model_fields) == 16
+    seed = {var.removeprefix("CSE_REBALANCE_").lower() for var in SEED_DEFAULTS}
+    assert len(seed) == 16 and set(RebalanceSettings.model_fields) == seed | EXTRAS
     for var, expected in SEED_DEFAULTS.items():
         assert getattr(settings, var.removeprefix("CSE_REBALANCE_").lower()) == expected, var
 
@@ -87,6 +91,33 @@ def test_every_invalid_value_gives_one_line_naming_variable_value_and_allowed(
         assert ALLOWED_HINT[short] in message
     elif short not in BOOLS:
         assert any(sym in message for sym in (">", "<")), message
+
+
+@pytest.mark.parametrize(("var", "value", "says"), [
+    ("CSE_REBALANCE_RISK_BUDGETS", "BTC=2,ETH=x", "'ETH=x' is not ASSET=number"),
+    ("CSE_REBALANCE_RISK_BUDGETS", "BTC=0", "'BTC=0': allowed: a positive number"),
+    ("CSE_REBALANCE_EXPECTED_RETURNS", "BTC", "'BTC' is not ASSET=number"),
+    ("CSE_REBALANCE_EXPECTED_RETURNS", "BTC=nan", "is not ASSET=number"),
+    ("CSE_REBALANCE_BAND", "0.7", "allowed: "),
+    ("CSE_REBALANCE_MAX_WEIGHT", "0", "allowed: "),
+    ("CSE_REBALANCE_MV_OBJECTIVE", "sharpe", "utility, min_variance, max_sharpe"),
+])
+def test_target_options_name_what_is_wrong(monkeypatch: pytest.MonkeyPatch, var: str, value: str,
+                                           says: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as err:
+        load(RebalanceSettings)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"invalid setting {var}={value!r}: "), message
+    assert says in message, message
+
+
+def test_asset_maps_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSE_REBALANCE_EXPECTED_RETURNS", " btc=0.3, ETH=-0.1 ,")
+    monkeypatch.setenv("CSE_REBALANCE_RISK_BUDGETS", "BTC=2")
+    s = load(RebalanceSettings)
+    assert s.expected_returns_map == {"BTC": 0.3, "ETH": -0.1}
+    assert s.risk_budgets_map == {"BTC": 2.0}
 
 
 def test_cross_field_rule_names_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,18 +1,26 @@
 """One rebalance cycle over the whole multi-venue portfolio.
 
-1. portfolio: balances from every venue through the gateway, valued in the quote currency
-   at the median mid across venues;
+1. portfolio: total and free balances from every venue through the gateway, valued in the
+   quote currency at the median mid across venues (each venue's own bid/ask is kept for
+   its limit prices, its market limits for the minimum order size);
 2. risk model: with ``CSE_REBALANCE_USE_REAL_COV=1`` the covariance of hourly log returns
    from candle history (ccxt ``fetch_ohlcv``), Ledoit–Wolf shrunk and scaled to a daily
    horizon; otherwise the documented fallback, a diagonal with a 4 % daily volatility for
    every asset (equal-risk weights are then equal weights);
-3. allocation: risk parity (``rp``) or mean-variance utility (``mv``, expected returns from
-   the shrunk mean of history, risk aversion 1);
+3. allocation: risk parity (``rp``, optional ``CSE_REBALANCE_RISK_BUDGETS``) or
+   mean-variance (``mv``: ``CSE_REBALANCE_MV_OBJECTIVE``, expected returns from
+   ``CSE_REBALANCE_EXPECTED_RETURNS`` or the history mean shrunk half-way to zero, risk
+   aversion ``CSE_REBALANCE_RISK_AVERSION``, weights capped at ``CSE_REBALANCE_MAX_WEIGHT``),
+   warm-started from the previous cycle's weights;
 4. volatility target: with ``CSE_REBALANCE_VOL_TARGET_ENABLED=1`` the risky weights are
    scaled so the predicted daily volatility equals ``CSE_REBALANCE_VOL_TARGET``, never above
    100 % invested; the rest stays in the quote currency;
-5. orders: :func:`workers.rebalancer.plan.plan_orders`; with ``CSE_REBALANCE_DRY_RUN=1``
-   the plan is published and logged and no exchange is touched.
+5. orders: :func:`workers.rebalancer.plan.plan_orders` (IOC limit orders, balances never
+   exceeded); with ``CSE_REBALANCE_DRY_RUN=1`` the plan is published and logged and no
+   exchange is touched. Otherwise each order is claimed in Redis under its deterministic
+   client id, placed at most once, and reported to ``orders.executions``;
+6. the valuation goes to ``portfolio.snapshots``, the plan and its outcome to
+   ``portfolio.rebalance``, the cycle's figures to the time-series store.
 
 The seed's metrics are exported here (``portfolio_rebalance_*``).
 """
@@ -22,17 +30,28 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge
 
 from shared import allocation
+from shared.coordination import Claims
 from shared.errors import CseError
 from shared.gateway import Gateway
 from shared.logs import get_logger
-from shared.messages import PORTFOLIO_REBALANCE, RebalancePlan, now_ms
+from shared.messages import (
+    ORDERS_EXECUTIONS,
+    PORTFOLIO_REBALANCE,
+    PORTFOLIO_SNAPSHOTS,
+    Execution,
+    PlannedOrder,
+    PortfolioSnapshot,
+    Position,
+    RebalancePlan,
+    now_ms,
+)
 from shared.settings import RebalanceSettings
 from workers.rebalancer.plan import Holding, Plan, plan_orders
 
@@ -45,12 +64,13 @@ ERRORS = Counter("portfolio_rebalance_errors_total", "Failed rebalance cycles an
 COSTS = Counter("portfolio_rebalance_transaction_costs_total",
                 "Estimated transaction costs of placed orders (quote currency)")
 ACTUAL_VOL = Gauge("portfolio_rebalance_actual_volatility",
-                   "Predicted daily volatility of the current portfolio")
+                   "Daily volatility of the current portfolio under the cycle's covariance")
 TARGET_VOL = Gauge("portfolio_rebalance_target_volatility", "Target daily volatility")
 BACKOFF_ACTIVE = Gauge("portfolio_rebalance_backoff_active", "1 while failed cycles back off")
 
 FALLBACK_DAILY_VOL = 0.04
 HOURS_PER_DAY = 24
+DAYS_PER_YEAR = 365
 
 
 @dataclass
@@ -58,45 +78,59 @@ class Snapshot:
     holdings: list[Holding]
     prices: dict[str, float]
     listed: dict[str, set[str]]
+    quotes: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    min_cost: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class RebalanceEngine:
     def __init__(self, settings: RebalanceSettings, gateway: Gateway, symbols: list[str], *,
-                 bus: Any = None, account: str = "main", band: float = 0.01, history: int = 500):
+                 bus: Any = None, redis: Any = None, tsdb: Any = None, account: str = "main",
+                 history: int = 500, prefix: str = "cse:"):
         self.settings = settings
         self.gateway = gateway
         self.symbols = symbols
         self.bus = bus
+        self.claims = Claims(redis, prefix=prefix) if redis is not None else None
+        self.tsdb = tsdb
         self.account = account
-        self.band = band
         self.history = history
         self.quote = symbols[0].split("/")[1] if symbols else "USDT"
-        self._last_weights: np.ndarray | None = None
+        self._last_weights: tuple[list[str], np.ndarray] | None = None
+
+    @property
+    def band(self) -> float:
+        return self.settings.band
 
     async def snapshot(self) -> Snapshot:
         holdings: list[Holding] = []
         mids: dict[str, list[float]] = {}
-        listed: dict[str, set[str]] = {}
+        snap = Snapshot([], {}, {})
+        tracked = {s.split("/")[0] for s in self.symbols} | {self.quote}
         for venue in self.gateway.venues:
             markets = await self.gateway.call(venue, "load_markets")
-            listed[venue] = {s for s in self.symbols if s in markets}
+            snap.listed[venue] = {s for s in self.symbols if s in markets}
+            for symbol in snap.listed[venue]:
+                cost_min = ((markets[symbol].get("limits") or {}).get("cost") or {}).get("min")
+                if cost_min:
+                    snap.min_cost[(venue, symbol)] = float(cost_min)
             balance = await self.gateway.call(venue, "fetch_balance")
+            free = balance.get("free") or {}
             for asset, qty in (balance.get("total") or {}).items():
-                if qty:
-                    holdings.append(Holding(venue, asset, float(qty)))
-            tickers = await self.gateway.call(venue, "fetch_tickers", sorted(listed[venue]))
+                if qty and asset in tracked:
+                    holdings.append(Holding(venue, asset, float(qty), float(free.get(asset) or 0.0)))
+            tickers = await self.gateway.call(venue, "fetch_tickers", sorted(snap.listed[venue]))
             for symbol, t in tickers.items():
                 if t.get("bid") and t.get("ask"):
+                    snap.quotes[(venue, symbol)] = (float(t["bid"]), float(t["ask"]))
                     mids.setdefault(symbol.split("/")[0], []).append((t["bid"] + t["ask"]) / 2)
-        prices = {asset: statistics.median(values) for asset, values in mids.items()}
-        tracked = {s.split("/")[0] for s in self.symbols} | {self.quote}
-        return Snapshot([h for h in holdings if h.asset in tracked], prices, listed)
-
+        snap.holdings = holdings
+        snap.prices = {asset: statistics.median(values) for asset, values in mids.items()}
+        return snap
     async def covariance(self, assets: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Daily covariance and expected daily returns of ``assets``."""
         n = len(assets)
         if not self.settings.use_real_cov:
-            return np.eye(n) * FALLBACK_DAILY_VOL**2, np.zeros(n)
+            return np.eye(n) * FALLBACK_DAILY_VOL**2, self._expected(assets, np.zeros(n))
         series = []
         for asset in assets:
             symbol = f"{asset}/{self.quote}"
@@ -108,7 +142,13 @@ class RebalanceEngine:
         returns = np.column_stack([s[-length:] for s in series])
         cov, _shrinkage = allocation.ledoit_wolf(returns)
         mu = returns.mean(axis=0) * 0.5  # shrunk half-way to zero: sample means are noisy
-        return cov * HOURS_PER_DAY, mu * HOURS_PER_DAY
+        return cov * HOURS_PER_DAY, self._expected(assets, mu * HOURS_PER_DAY)
+
+    def _expected(self, assets: list[str], history: np.ndarray) -> np.ndarray:
+        """Daily expected returns: configured (annual) ones where given, else ``history``."""
+        configured = self.settings.expected_returns_map
+        return np.array([configured[a] / DAYS_PER_YEAR if a in configured else float(h)
+                         for a, h in zip(assets, history, strict=True)])
 
     async def _venue_listing(self, symbol: str) -> str:
         for venue in self.gateway.venues:
@@ -119,15 +159,25 @@ class RebalanceEngine:
     def targets(self, assets: list[str], cov: np.ndarray, mu: np.ndarray
                 ) -> tuple[dict[str, float], float]:
         """Target weights (quote included) and their predicted daily volatility."""
-        w0 = self._last_weights if self._last_weights is not None and len(self._last_weights) == len(assets) \
-            else None
-        if self.settings.method == "rp":
-            weights = allocation.risk_parity(cov, w0=w0)
+        s = self.settings
+        last = self._last_weights
+        w0 = last[1] if last is not None and last[0] == assets else None
+        if s.method == "rp":
+            budgets = s.risk_budgets_map
+            b = np.array([budgets.get(a, 1.0) for a in assets]) if budgets else None
+            weights = allocation.risk_parity(cov, b, w0=w0)
         else:
-            weights = allocation.mean_variance(cov, mu, objective="utility", risk_aversion=1.0, w0=w0)
-        self._last_weights = weights
-        if self.settings.vol_target_enabled:
-            weights, _cash, predicted = allocation.vol_target(weights, cov, self.settings.vol_target)
+            extra: dict[str, Any] = {}
+            if s.max_weight < 1.0:
+                if s.max_weight * len(assets) < 1.0:
+                    raise CseError(f"CSE_REBALANCE_MAX_WEIGHT={s.max_weight:g} cannot hold a fully invested "
+                                   f"portfolio of {len(assets)} assets (needs >= {1 / len(assets):.4g})")
+                extra["upper"] = np.full(len(assets), s.max_weight)
+            weights = allocation.mean_variance(cov, mu, objective=s.mv_objective,
+                                               risk_aversion=s.risk_aversion, w0=w0, **extra)
+        self._last_weights = (list(assets), weights)
+        if s.vol_target_enabled:
+            weights, _cash, predicted = allocation.vol_target(weights, cov, s.vol_target)
         else:
             predicted = float(math.sqrt(weights @ cov @ weights))
         targets = {a: float(w) for a, w in zip(assets, weights, strict=True)}
@@ -138,45 +188,152 @@ class RebalanceEngine:
         s = self.settings
         snap = await self.snapshot()
         assets = sorted(a for a in snap.prices if a != self.quote)
+        if not assets:
+            raise CseError(f"no prices for any of {', '.join(self.symbols)} on the configured venues")
         cov, mu = await self.covariance(assets)
         targets, predicted = self.targets(assets, cov, mu)
         plan = plan_orders(snap.holdings, snap.prices, targets, quote=self.quote, plan_id=plan_id,
                            fee_rate=s.fee_rate, slippage_bps=s.slippage_bps,
                            min_notional=s.min_notional, max_orders=s.max_orders, band=self.band,
-                           listed=snap.listed)
+                           listed=snap.listed, quotes=snap.quotes, venue_min_notional=snap.min_cost)
         current = np.array([plan.current_weights.get(a, 0.0) for a in assets])
-        ACTUAL_VOL.set(float(math.sqrt(current @ cov @ current)))
+        actual = float(math.sqrt(current @ cov @ current))
+        ACTUAL_VOL.set(actual)
         TARGET_VOL.set(s.vol_target if s.vol_target_enabled else predicted)
         ORDERS_SKIPPED.inc(plan.skipped)
-        status = "planned" if s.dry_run else "executed"
-        if not s.dry_run:
-            status = await self._execute(plan)
+        await self._publish_snapshot(snap)
+        if s.dry_run:
+            status = "planned"
+            await self._report_planned(plan_id, plan.orders)
+        else:
+            status = await self._execute(plan_id, plan, snap)
         message = RebalancePlan(
             id=plan_id, account=self.account, method=s.method, dry_run=s.dry_run, status=status,
             target_weights=targets, current_weights=plan.current_weights, orders=plan.orders,
             skipped=plan.skipped, predicted_vol=predicted, fencing_token=fencing_token, ts_ms=now_ms())
         if self.bus is not None:
             await self.bus.send(PORTFOLIO_REBALANCE, message)
+        self._write_series(message, plan, actual)
         log.info("rebalance_cycle", plan=plan_id, status=status, orders=len(plan.orders),
-                 skipped=plan.skipped, value=round(plan.total_value, 2), dry_run=s.dry_run)
+                 skipped=plan.skipped, value=round(plan.total_value, 2), dry_run=s.dry_run,
+                 predicted_vol=round(predicted, 6), actual_vol=round(actual, 6))
         return message, plan
 
-    async def _execute(self, plan: Plan) -> str:
+    async def _publish_snapshot(self, snap: Snapshot) -> None:
+        price = {**snap.prices, self.quote: 1.0}
+        positions = [Position(venue=h.venue, asset=h.asset, quantity=h.quantity,
+                              price=price.get(h.asset, 0.0), value=h.quantity * price.get(h.asset, 0.0))
+                     for h in snap.holdings]
+        if self.bus is not None:
+            await self.bus.send(PORTFOLIO_SNAPSHOTS, PortfolioSnapshot(
+                account=self.account, quote=self.quote, total_value=sum(p.value for p in positions),
+                positions=positions, ts_ms=now_ms()))
+
+    def _write_series(self, message: RebalancePlan, plan: Plan, actual: float) -> None:
+        if self.tsdb is None:
+            return
+        tags = {"account": self.account, "method": message.method}
+        self.tsdb.write("rebalance_cycle", {**tags, "status": message.status}, {
+            "orders": len(plan.orders), "skipped": plan.skipped, "est_cost": plan.est_cost,
+            "total_value": plan.total_value, "predicted_vol": message.predicted_vol or 0.0,
+            "actual_vol": actual, "dry_run": int(message.dry_run)})
+        for asset in sorted(set(message.target_weights) | set(message.current_weights)):
+            self.tsdb.write("rebalance_weight", {**tags, "asset": asset}, {
+                "target": message.target_weights.get(asset, 0.0),
+                "current": message.current_weights.get(asset, 0.0)})
+
+    async def _report(self, execution: Execution) -> None:
+        if self.bus is not None:
+            await self.bus.send(ORDERS_EXECUTIONS, execution)
+
+    async def _report_planned(self, plan_id: str, orders: list[PlannedOrder]) -> None:
+        for o in orders:
+            await self._report(Execution(
+                id=o.client_order_id, source="rebalancer", parent_id=plan_id, venue=o.venue,
+                symbol=o.symbol, side=o.side, client_order_id=o.client_order_id, status="planned",
+                amount=o.amount, average=o.price, dry_run=True, ts_ms=now_ms()))
+
+    async def _free_quote(self, venue: str) -> float:
+        balance = await self.gateway.call(venue, "fetch_balance")
+        return float((balance.get("free") or {}).get(self.quote) or 0.0)
+
+    async def _execute(self, plan_id: str, plan: Plan, snap: Snapshot) -> str:
+        """Sells, then buys; each an IOC limit order, claimed, sized to what is free now."""
+        s = self.settings
         placed = failed = 0
-        for order in plan.orders:  # sells first: they free the quote the buys spend
+        cash: dict[str, float] = {}
+        for order in plan.orders:
             try:
-                await self.gateway.create_order(order.venue, order.symbol, "market", order.side,
-                                                order.amount, client_order_id=order.client_order_id)
+                amount = await self._sized(order, cash, snap)
+                if amount is None:
+                    ORDERS_SKIPPED.inc()
+                    continue
+                result = await self._place(plan_id, order, amount)
             except CseError as exc:
                 failed += 1
                 ERRORS.inc()
                 log.warning("rebalance_order_failed", venue=order.venue, symbol=order.symbol,
-                            error=str(exc)[:200])
+                            side=order.side, client_order_id=order.client_order_id, error=str(exc)[:200])
+                await self._report(Execution(
+                    id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
+                    symbol=order.symbol, side=order.side, client_order_id=order.client_order_id,
+                    status="failed", amount=order.amount, error=str(exc)[:300], ts_ms=now_ms()))
                 continue
+            if result is None:
+                continue  # already placed under this id: reported by whoever placed it
             placed += 1
             ORDERS_PLACED.inc()
-            COSTS.inc(order.est_cost)
+            filled = float(result.get("filled") or 0.0)
+            if order.side == "buy":
+                cash[order.venue] -= filled * float(result.get("average") or order.price or 0.0) \
+                    * (1 + s.fee_rate)
+            COSTS.inc(order.est_cost * min(1.0, filled / order.amount) if order.amount else 0.0)
             await asyncio.sleep(0)
         if failed and placed:
             return "partial"
         return "failed" if failed else "executed"
+
+    async def _sized(self, order: PlannedOrder, cash: dict[str, float], snap: Snapshot) -> float | None:
+        """The amount to send, at the venue's precision and within its free quote; None: skip."""
+        s = self.settings
+        client = self.gateway.client(order.venue)
+        amount = order.amount
+        if order.side == "buy":
+            if order.venue not in cash:  # after every sell (they come first)
+                cash[order.venue] = await self._free_quote(order.venue)
+            assert order.price is not None
+            amount = min(amount, cash[order.venue] / (order.price * (1 + s.fee_rate)))
+        try:
+            amount = float(client.amount_to_precision(order.symbol, amount))
+        except Exception:  # below the venue's precision: nothing to send
+            amount = 0.0
+        price = order.price or snap.prices.get(order.symbol.split("/")[0], 0.0)
+        floor = max(s.min_notional, snap.min_cost.get((order.venue, order.symbol), 0.0))
+        if amount <= 0 or amount * price < floor:
+            log.info("rebalance_order_skipped", venue=order.venue, symbol=order.symbol, side=order.side,
+                     amount=amount, reason="below minimum notional after sizing to free balance")
+            return None
+        return amount
+
+    async def _place(self, plan_id: str, order: PlannedOrder, amount: float) -> dict[str, Any] | None:
+        """Claim the client id, then place the order at most once; None if someone else has."""
+        if self.claims is not None and not await self.claims.claim(f"order:{order.client_order_id}"):
+            log.warning("rebalance_order_already_claimed", client_order_id=order.client_order_id)
+            return None
+        client = self.gateway.client(order.venue)
+        price = float(client.price_to_precision(order.symbol, order.price)) if order.price else None
+        result = await self.gateway.create_order(
+            order.venue, order.symbol, "limit" if price else "market", order.side, amount, price,
+            client_order_id=order.client_order_id, params={"timeInForce": "IOC"} if price else None)
+        filled = float(result.get("filled") or 0.0)
+        status = "filled" if filled >= amount * (1 - 1e-9) else "partial" if filled > 0 else "canceled"
+        fee = result.get("fee") or {}
+        await self._report(Execution(
+            id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
+            symbol=order.symbol, side=order.side, client_order_id=order.client_order_id, status=status,
+            amount=amount, filled=filled, average=result.get("average"), fee=float(fee.get("cost") or 0.0),
+            fee_currency=fee.get("currency"), order_id=str(result["id"]) if result.get("id") else None,
+            ts_ms=now_ms()))
+        log.info("rebalance_order", venue=order.venue, symbol=order.symbol, side=order.side, amount=amount,
+                 price=price, filled=filled, status=status, client_order_id=order.client_order_id)
+        return result

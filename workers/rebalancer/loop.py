@@ -91,7 +91,8 @@ class RebalanceLoop:
 async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gateway: Gateway) -> None:
     """Run the loop until the worker stops (both services call this)."""
     engine = eng.RebalanceEngine(settings.rebalance, gateway, settings.venues.symbol_list,
-                                 bus=services.bus)
+                                 bus=services.bus, redis=services.redis, tsdb=services.tsdb,
+                                 prefix=settings.redis.key_prefix)
     loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix)
     ctx.health.state = "running"
     await loop.run(ctx.stopping)
@@ -131,9 +132,10 @@ async def rebalance_once(dry_run: bool) -> int:
     for asset in sorted(set(message.target_weights) | set(message.current_weights)):
         print(f"{asset:<8} {message.current_weights.get(asset, 0.0):>9.2%} "
               f"{message.target_weights.get(asset, 0.0):>9.2%}")
-    print(f"{'VENUE':<10} {'SYMBOL':<10} {'SIDE':<5} {'AMOUNT':>14} {'NOTIONAL':>12} {'COST':>8}")
+    print(f"{'VENUE':<10} {'SYMBOL':<10} {'SIDE':<5} {'AMOUNT':>14} {'LIMIT':>12} {'NOTIONAL':>12} "
+          f"{'COST':>8}")
     for o in plan.orders:
-        print(f"{o.venue:<10} {o.symbol:<10} {o.side:<5} {o.amount:>14.6f} {o.notional:>12,.2f} "
-              f"{o.est_cost:>8.2f}")
+        print(f"{o.venue:<10} {o.symbol:<10} {o.side:<5} {o.amount:>14.6f} {o.price or 0.0:>12.6g} "
+              f"{o.notional:>12,.2f} {o.est_cost:>8.2f}")
     print(f"{len(plan.orders)} orders, {plan.skipped} skipped, estimated cost {plan.est_cost:,.2f}")
     return 0

@@ -5,11 +5,14 @@ it; the difference between the target value and the current one becomes orders:
 
 * a no-trade band: an asset whose weight is within ``band`` of its target is left alone,
   so a tiny drift does not churn fees;
-* sells come from the venues that hold the asset (largest holding first), never more than
-  is held; buys go to the venues with the most quote available — sell proceeds on a venue
-  count for its buys — never more than is available;
+* every order is an immediate-or-cancel limit order: a buy at the venue's ask, a sell at
+  its bid, widened by the slippage allowance, so slippage is bounded by construction;
+* balances are never exceeded: sells come from the venues that hold the asset (largest
+  free quantity first), never more than is free; buys go to the venues with the most free
+  quote — sell proceeds on a venue count for its buys, at the sell's limit price net of the
+  fee — and a buy never spends more than is free at its limit price plus the fee;
 * each order's cost is estimated as notional × (fee rate + slippage bps / 10⁴); an order
-  below the minimum notional is skipped and counted;
+  below the minimum notional (ours or the venue's market limit) is skipped and counted;
 * at most ``max_orders`` orders, the most valuable first (the rest skipped and counted),
   then sells before buys, so quote is freed before it is spent;
 * client order ids derive from the plan id and the order's place in the plan, so a
@@ -28,7 +31,12 @@ from shared.messages import PlannedOrder
 class Holding:
     venue: str
     asset: str
-    quantity: float
+    quantity: float  # total: what the portfolio is worth
+    free: float | None = None  # what can be traded now (None: all of it)
+
+    @property
+    def available(self) -> float:
+        return self.quantity if self.free is None else max(0.0, min(self.free, self.quantity))
 
 
 @dataclass
@@ -36,13 +44,14 @@ class Plan:
     orders: list[PlannedOrder]
     skipped_min_notional: int = 0
     skipped_max_orders: int = 0
+    skipped_unfunded: int = 0  # buys whose funding sell did not make the cut
     within_band: list[str] = field(default_factory=list)
     total_value: float = 0.0
     current_weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:
-        return self.skipped_min_notional + self.skipped_max_orders
+        return self.skipped_min_notional + self.skipped_max_orders + self.skipped_unfunded
 
     @property
     def est_cost(self) -> float:
@@ -59,82 +68,113 @@ def next_delay(interval: float, failures: int, mult: float, maximum: float, enab
 def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict[str, float], *,
                 quote: str, plan_id: str, fee_rate: float, slippage_bps: float, min_notional: float,
                 max_orders: int, band: float = 0.0,
-                listed: dict[str, set[str]] | None = None) -> Plan:
+                listed: dict[str, set[str]] | None = None,
+                quotes: dict[tuple[str, str], tuple[float, float]] | None = None,
+                venue_min_notional: dict[tuple[str, str], float] | None = None) -> Plan:
     """Orders that move ``holdings`` towards the ``targets`` weights (quote included).
 
     ``prices`` are in quote per unit (the quote asset itself is 1); ``targets`` may omit
     assets (weight 0) and give the quote currency the weight left uninvested. ``listed``
-    maps venue -> symbols it trades (None: every venue trades everything).
+    maps venue -> symbols it trades (None: every venue trades everything). ``quotes`` maps
+    (venue, symbol) -> (bid, ask) for the limit prices (missing: the price itself);
+    ``venue_min_notional`` (venue, symbol) -> the venue's smallest order cost.
     """
     price = {**prices, quote: 1.0}
-    by_asset: dict[str, dict[str, float]] = defaultdict(dict)
+    total_of: dict[str, dict[str, float]] = defaultdict(dict)
+    free_of: dict[str, dict[str, float]] = defaultdict(dict)
     for h in holdings:
         if h.quantity > 0:
-            by_asset[h.asset][h.venue] = by_asset[h.asset].get(h.venue, 0.0) + h.quantity
-    missing = sorted(a for a in by_asset if a not in price)
+            total_of[h.asset][h.venue] = total_of[h.asset].get(h.venue, 0.0) + h.quantity
+            free_of[h.asset][h.venue] = free_of[h.asset].get(h.venue, 0.0) + h.available
+    missing = sorted(a for a in total_of if a not in price)
     if missing:
         raise ValueError(f"no price for {', '.join(missing)}")
-    total = sum(q * price[a] for a, venues in by_asset.items() for q in venues.values())
+    total = sum(q * price[a] for a, venues in total_of.items() for q in venues.values())
     plan = Plan([], total_value=total)
     if total <= 0:
         return plan
-    assets = sorted((set(by_asset) | set(targets)) - {quote})  # the quote is what is left
-    plan.current_weights = {a: sum(by_asset.get(a, {}).values()) * price.get(a, 0.0) / total
+    assets = sorted((set(total_of) | set(targets)) - {quote})  # the quote is what is left
+    plan.current_weights = {a: sum(total_of.get(a, {}).values()) * price.get(a, 0.0) / total
                             for a in sorted(set(assets) | {quote})}
-    cost_rate = fee_rate + slippage_bps / 1e4
-    quote_free: dict[str, float] = dict(by_asset.get(quote, {}))
-    drafts: list[tuple[str, str, float]] = []  # (venue, asset, signed notional)
+    slip = slippage_bps / 1e4
+    cost_rate = fee_rate + slip
+    quote_free: dict[str, float] = dict(free_of.get(quote, {}))
+    cash = dict(quote_free)  # before any sell: to re-check funding of what is finally chosen
+    drafts: list[tuple[str, str, float, float]] = []  # (venue, asset, signed amount, limit)
 
     def trades(venue: str, asset: str) -> bool:
         return listed is None or f"{asset}/{quote}" in listed.get(venue, set())
 
+    def limit(venue: str, asset: str, side: str) -> float:
+        bid, ask = (quotes or {}).get((venue, f"{asset}/{quote}"), (price[asset], price[asset]))
+        return ask * (1 + slip) if side == "buy" else bid * (1 - slip)
+
+    def delta_of(asset: str) -> float:
+        return (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
+
     for asset in assets:
         if asset not in price:
             raise ValueError(f"no price for {asset}")
-        delta = (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
+        delta = delta_of(asset)
         if abs(delta) <= band * total:
             if delta:
                 plan.within_band.append(asset)
             continue
-        if delta < 0:  # sell, largest holding first
-            need = -delta
-            for venue, qty in sorted(by_asset[asset].items(), key=lambda kv: -kv[1]):
-                if need <= 0 or not trades(venue, asset):
+        if delta < 0:  # sell, largest free holding first, never more than is free
+            need = -delta / price[asset]  # in units
+            for venue, qty in sorted(free_of[asset].items(), key=lambda kv: (-kv[1], kv[0])):
+                if need <= 0 or qty <= 0 or not trades(venue, asset):
                     continue
-                notional = min(need, qty * price[asset])
-                drafts.append((venue, asset, -notional))
-                quote_free[venue] = quote_free.get(venue, 0.0) + notional * (1 - cost_rate)
-                need -= notional
+                amount = min(need, qty)
+                px = limit(venue, asset, "sell")
+                drafts.append((venue, asset, -amount, px))
+                quote_free[venue] = quote_free.get(venue, 0.0) + amount * px * (1 - fee_rate)
+                need -= amount
     for asset in assets:
-        delta = (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
+        delta = delta_of(asset)
         if delta <= band * total:
             continue
-        need = delta
-        for venue in sorted(quote_free, key=lambda v: -quote_free[v]):
+        need = delta / price[asset]  # in units
+        for venue in sorted(quote_free, key=lambda v: (-quote_free[v], v)):
             if need <= 0 or not trades(venue, asset):
                 continue
-            notional = min(need, quote_free[venue] / (1 + cost_rate))  # the cost is paid too
-            if notional <= 0:
+            px = limit(venue, asset, "buy")
+            amount = min(need, quote_free[venue] / (px * (1 + fee_rate)))  # the fee is paid too
+            if amount <= 0:
                 continue
-            drafts.append((venue, asset, notional))
-            quote_free[venue] -= notional * (1 + cost_rate)
-            need -= notional
+            drafts.append((venue, asset, amount, px))
+            quote_free[venue] -= amount * px * (1 + fee_rate)
+            need -= amount
 
     viable = []
-    for venue, asset, signed in drafts:
-        if abs(signed) < min_notional:
+    for venue, asset, signed, px in drafts:
+        floor = max(min_notional, (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0))
+        if abs(signed) * price[asset] < min_notional or abs(signed) * px < floor:
             plan.skipped_min_notional += 1
         else:
-            viable.append((venue, asset, signed))
-    viable.sort(key=lambda d: -abs(d[2]))  # the most valuable first
+            viable.append((venue, asset, signed, px))
+    viable.sort(key=lambda d: (-abs(d[2]) * price[d[1]], d[0], d[1]))  # the most valuable first
     plan.skipped_max_orders = max(0, len(viable) - max_orders)
     chosen = viable[:max_orders]
-    chosen.sort(key=lambda d: (d[2] > 0, -abs(d[2])))  # then sells before buys
-    for index, (venue, asset, signed) in enumerate(chosen):
+    chosen.sort(key=lambda d: (d[2] > 0, -abs(d[2]) * price[d[1]], d[0], d[1]))  # sells first
+    funded = []
+    for venue, asset, signed, px in chosen:  # a sell cut by max_orders no longer funds its buys
+        if signed < 0:
+            cash[venue] = cash.get(venue, 0.0) + -signed * px * (1 - fee_rate)
+        else:
+            signed = min(signed, cash.get(venue, 0.0) / (px * (1 + fee_rate)))
+            floor = max(min_notional, (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0))
+            if signed * price[asset] < min_notional or signed * px < floor:
+                plan.skipped_unfunded += 1
+                continue
+            cash[venue] -= signed * px * (1 + fee_rate)
+        funded.append((venue, asset, signed, px))
+    for index, (venue, asset, signed, px) in enumerate(funded):
         side = "sell" if signed < 0 else "buy"
-        notional = abs(signed)
+        amount = abs(signed)
+        notional = amount * price[asset]
         plan.orders.append(PlannedOrder(
-            venue=venue, symbol=f"{asset}/{quote}", side=side, amount=notional / price[asset],
+            venue=venue, symbol=f"{asset}/{quote}", side=side, amount=amount, price=px,
             notional=notional, est_cost=notional * cost_rate,
             client_order_id=f"rb{plan_id[:24]}{index:02d}{side[0]}"))
     return plan
