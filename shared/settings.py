@@ -163,6 +163,7 @@ class RebalanceSettings(_Part):
     expected_returns: str = Field("", description="mv: ASSET=annual return,... (else shrunk history)")
     risk_budgets: str = Field("", description="rp: ASSET=budget,... (others 1; normalised)")
     max_weight: float = Field(1.0, gt=0, le=1, description="mv: largest weight of one asset")
+    lock_ttl: float = Field(15.0, ge=1, le=600, description="seconds a dead leader holds the lock")
 
     @field_validator("expected_returns", "risk_budgets")
     @classmethod

@@ -58,7 +58,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-EXTRAS = {"band", "risk_aversion", "mv_objective", "expected_returns", "risk_budgets", "max_weight"}
+EXTRAS = {"band", "risk_aversion", "mv_objective", "expected_returns", "risk_budgets", "max_weight",
+          "lock_ttl"}
 
 
 def test_every_seed_variable_has_the_seed_default() -> None:

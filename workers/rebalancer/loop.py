@@ -93,7 +93,8 @@ async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gate
     engine = eng.RebalanceEngine(settings.rebalance, gateway, settings.venues.symbol_list,
                                  bus=services.bus, redis=services.redis, tsdb=services.tsdb,
                                  prefix=settings.redis.key_prefix)
-    loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix)
+    loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix,
+                         ttl_s=settings.rebalance.lock_ttl)
     ctx.health.state = "running"
     await loop.run(ctx.stopping)
 
