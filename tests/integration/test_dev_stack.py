@@ -37,10 +37,15 @@ def alive(pid: int) -> bool:
 @pytest.mark.timeout(180)
 def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
+    env_file = tmp_path / "stack.env"
+    # cycles every 3 s so the test sees two; arbitrage plans only, so only the rebalancer trades
+    env_file.write_text("CSE_REBALANCE_INTERVAL=3\nCSE_REBALANCE_MAX_ORDERS=40\n"
+                        "CSE_REBALANCE_SLIPPAGE_BPS=30\nCSE_ARB_DRY_RUN=1\n")
     out = open(tmp_path / "supervisor.out", "w")
     sup = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "dev", "up", "--run-dir", str(run_dir),
-         "--api-port", "0", "--main-metrics-port", "0", "--monitor-metrics-port", "0"],
+         "--api-port", "0", "--main-metrics-port", "0", "--monitor-metrics-port", "0",
+         "--env-file", str(env_file)],
         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -82,6 +87,7 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
         metrics_port = procs["portfolio-monitor"]["ports"]["metrics"]
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             assert b"cse_worker_up" in r.read()
+        check_the_stack_rebalances(snap, procs)
         pids = [p["pid"] for p in procs.values()]
 
         sup.send_signal(signal.SIGTERM)
@@ -101,6 +107,56 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
             os.killpg(sup.pid, signal.SIGKILL)
             sup.wait(10)
         out.close()
+
+
+def scrape(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("portfolio_rebalance_")}
+
+
+def check_the_stack_rebalances(snap: dict, procs: dict) -> None:
+    """The paper venues' portfolio is brought within the band; the next cycle places nothing."""
+    import asyncio
+
+    from shared.messages import PORTFOLIO_REBALANCE, Codec
+    from tests.conftest import read_topic
+
+    codec = Codec.for_topic(PORTFOLIO_REBALANCE)
+    plans: list = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        records = asyncio.run(read_topic(snap["endpoints"]["kafka"], PORTFOLIO_REBALANCE, idle_s=0.5))
+        plans = [codec.decode(r.value) for r in records]
+        traded = [i for i, p in enumerate(plans) if p.orders]
+        if traded and len(plans) > traded[0] + 1:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"no rebalance followed by another cycle: {plans}")
+    first, after = plans[traded[0]], plans[traded[0] + 1]
+    assert first.status == "executed" and not first.dry_run, first
+    assert after.orders == [] and after.skipped == 0, after
+    band = 0.01
+    for asset, target in after.target_weights.items():
+        assert abs(after.current_weights.get(asset, 0.0) - target) <= band, (asset, after)
+    assert after.predicted_vol == pytest.approx(0.01), "the volatility target is met"
+    assert after.fencing_token >= first.fencing_token
+    # the seed's metrics, summed over the two processes that may lead
+    ports = [procs[n]["ports"]["metrics"] for n in ("cryptospreadedge-main", "portfolio-rebalancer")]
+    scraped = [scrape(port) for port in ports]
+    total = {k: sum(m.get(k, 0.0) for m in scraped) for k in scraped[0]}
+    placed = sum(len(p.orders) for p in plans if p.status == "executed")
+    assert total["portfolio_rebalance_orders_placed_total"] == placed
+    assert total["portfolio_rebalance_transaction_costs_total"] > 0
+    assert total["portfolio_rebalance_errors_total"] == 0
+    assert total["portfolio_rebalance_backoff_active"] == 0
+    leader = max(scraped, key=lambda m: m.get("portfolio_rebalance_orders_placed_total", 0.0))
+    assert leader["portfolio_rebalance_target_volatility"] == 0.01
+    assert leader["portfolio_rebalance_actual_volatility"] > 0
 
 
 def test_dev_status_without_a_stack_says_how_to_start_one(tmp_path: Path) -> None:
