@@ -41,6 +41,9 @@ TSDB_BUFFERED = Gauge("cse_tsdb_points_buffered", "Points waiting to be written"
 WORKER_INFO = Gauge("cse_worker_up", "1 while the worker runs", ["worker"])
 WORKER_HEARTBEAT = Gauge("cse_worker_heartbeat_timestamp_seconds", "Last loop heartbeat", ["worker"])
 
+DEPENDENCY_UP = Gauge("cse_dependency_up", "1 if the dependency answered the last probe",
+                      ["dependency"])
+
 ReadyCheck = Callable[[], Awaitable[bool]]
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiokafka import ConsumerRecord
 
-from shared import coordination
+from shared import coordination, metrics
 from shared.bus import Bus, ConsumerLoop, Handler
 from shared.lifecycle import WorkerContext
+from shared.metrics import ReadyCheck
 from shared.settings import CommonSettings
 from shared.timeseries import TimeSeriesWriter
+
+PROBE_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -41,7 +45,30 @@ async def open_services(ctx: WorkerContext, settings: CommonSettings) -> Service
     ctx.health.add_check("kafka", kafka_ok)
     ctx.health.add_check("redis", redis_ok)
     ctx.health.add_check("store", store_ok)
+    probe = asyncio.create_task(_probe_dependencies(ctx, {"kafka": kafka_ok, "redis": redis_ok,
+                                                          "influxdb": store_ok}), name="probe")
+
+    async def stop_probe() -> None:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+
+    ctx.stack.push_async_callback(stop_probe)
     return Services(bus, redis, tsdb)
+
+
+async def _probe_dependencies(ctx: WorkerContext, checks: dict[str, ReadyCheck],
+                              every_s: float = PROBE_INTERVAL_S) -> None:
+    """``cse_dependency_up{dependency}`` for the alerts: each check every few seconds."""
+    while not ctx.stopping.is_set():
+        for name, check in checks.items():
+            try:
+                ok = bool(await asyncio.wait_for(check(), 3))
+            except Exception:
+                ok = False
+            metrics.DEPENDENCY_UP.labels(name).set(1 if ok else 0)
+        if await ctx.sleep(every_s):
+            return
 
 
 async def consume_until_stopped(ctx: WorkerContext, loops: list[ConsumerLoop]) -> None:
