@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything CryptoSpreadEdge needs on a Debian/Ubuntu machine, idempotently:
 #   - system packages: redis-server and victoria-metrics (the embedded stack's Redis and
-#     time-series store) and python3-venv when the interpreter lacks venv;
+#     time-series store); for the tests shellcheck, nginx, prometheus (promtool), the docker
+#     client and chromium; python3-venv when the interpreter lacks venv;
 #   - the virtual environment at .venv/ with the project and its dev/test extras.
 # Needs root or sudo only when a system package is missing. Re-running is cheap: the venv
 # is reinstalled only when pyproject.toml changed.
@@ -40,6 +41,8 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+# tests/integration/test_api.py renders the status page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 # 2. A Python >= 3.11 with venv.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,3 +202,57 @@ async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle
     assert {r["metric"]["__name__"] for r in rows} >= {"rebalance_cycle_orders", "rebalance_cycle_est_cost"}
     weights = export(store_settings.url, f'{{__name__="rebalance_weight_target",account="{account}"}}')
     assert {r["metric"]["asset"] for r in weights} == {"BTC", "ETH", "SOL", "USDT"}
+
+
+async def test_a_requested_cycle_runs_at_once_and_a_halt_stops_cycles(venues, redis_client,
+                                                                       redis_settings) -> None:
+    import asyncio
+
+    from shared.halt import Halt
+    from workers.rebalancer.loop import TRIGGER, RebalanceLoop
+
+    settings = RebalanceSettings(dry_run=True, interval=600, backoff_max=600)
+    prefix = redis_settings.key_prefix
+    async with gateway(venues) as gw:
+        loop = RebalanceLoop(settings, eng.RebalanceEngine(settings, gw, SYMBOLS), redis_client,
+                             prefix=prefix, ttl_s=2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while loop.cycles < 1:
+                assert asyncio.get_running_loop().time() < deadline, "no first cycle"
+                await asyncio.sleep(0.05)
+            await redis_client.set(f"{prefix}{TRIGGER}", "alice@test")
+            asked = asyncio.get_running_loop().time()
+            while loop.cycles < 2:
+                assert asyncio.get_running_loop().time() - asked < 5, "the request was not honoured"
+                await asyncio.sleep(0.05)
+            assert await redis_client.get(f"{prefix}{TRIGGER}") is None, "the request is consumed"
+            await Halt(redis_client, prefix).set(True, reason="test", by="t")
+            await redis_client.set(f"{prefix}{TRIGGER}", "alice@test")
+            await asyncio.sleep(2.5)
+            assert loop.cycles == 2, "a cycle ran while trading was halted"
+        finally:
+            await Halt(redis_client, prefix).set(False)
+            stop.set()
+            await task
+
+
+async def test_a_halt_raised_during_a_cycle_stops_its_orders(venues, redis_client, redis_settings) -> None:
+    from shared.halt import Halt
+
+    halt = Halt(redis_client, redis_settings.key_prefix)
+    settings = RebalanceSettings(dry_run=False, method="rp", vol_target=0.05, band=0.0, min_notional=1)
+    before = {n: len(fills(v)) for n, v in venues.items()}
+    await halt.set(True, reason="incident", by="test")
+    try:
+        async with gateway(venues) as gw:
+            engine = eng.RebalanceEngine(settings, gw, SYMBOLS, redis=redis_client, halt=halt,
+                                         prefix=redis_settings.key_prefix)
+            message, plan = await engine.cycle(f"halted-{uuid.uuid4().hex[:6]}")
+    finally:
+        await halt.set(False)
+    assert plan.orders, "the plan had orders to place"
+    assert message.status == "skipped"
+    assert {n: len(fills(v)) for n, v in venues.items()} == before

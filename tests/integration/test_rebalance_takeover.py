@@ -102,7 +102,8 @@ def test_only_the_leader_trades_and_the_survivor_takes_over_after_sigkill(
         wait_for(lambda: len(cycles(leader)) >= 3, 30, "three cycles of the leader")
         assert leader_gauge(procs[other][1]) == 0.0
         assert cycles(other) == [], "the follower ran a cycle"
-        orders = [e for e in events(procs[leader][2]) if e.get("event") == "rebalance_order"]
+        orders = [e for e in events(procs[leader][2])
+                  if e.get("event") == "audit" and e.get("action") == "order" and e.get("audit") is True]
         assert orders, "the drifted portfolio was not traded"
         assert cycles(leader)[-1]["orders"] == 0, "later cycles place nothing: the portfolio is in band"
         fills = [json.loads(line) for line in venue.journal.read_text().splitlines()]

@@ -31,6 +31,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.audit import audit
 from shared.bus import Bus
 from shared.errors import CseError, ExchangeRejected, ExchangeUnavailable, TransientError
 from shared.gateway import Gateway
@@ -209,6 +210,10 @@ class Executor:
                 pass
         finally:
             LEG_LATENCY.labels(venue).observe(time.perf_counter() - started)
+        order = leg.order or {}
+        audit("order", actor="arbitrage-worker", outcome=str(order.get("status") or "failed"), venue=venue,
+              symbol=symbol, side=side, amount=amount, price=price, filled=order.get("filled"),
+              client_order_id=client_order_id, error=leg.error)
         return leg
 
     async def _execute(self, opp: Opportunity, quantity: float) -> Settlement:

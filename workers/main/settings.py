@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Port, _Part
@@ -15,6 +15,11 @@ class ApiSettings(_Part):
 
     host: str = "0.0.0.0"
     port: Port = 8000
+    # Bearer token of the mutating endpoints (Swarm: the secret file /run/secrets/CSE_API_TOKEN).
+    # Empty: mutating endpoints answer 403.
+    token: SecretStr = SecretStr("")
+    recent_size: int = Field(500, ge=10, le=100_000, description="items kept per recent feed")
+    preview_cache_s: float = Field(10.0, ge=0, le=3600, description="seconds a plan preview is reused")
 
 
 class MainSettings(RebalancerSettings):

@@ -37,9 +37,11 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from shared import allocation
+from shared.audit import audit
 from shared.coordination import Claims
 from shared.errors import CseError
 from shared.gateway import Gateway
+from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import (
     ORDERS_EXECUTIONS,
@@ -85,7 +87,7 @@ class Snapshot:
 class RebalanceEngine:
     def __init__(self, settings: RebalanceSettings, gateway: Gateway, symbols: list[str], *,
                  bus: Any = None, redis: Any = None, tsdb: Any = None, account: str = "main",
-                 history: int = 500, prefix: str = "cse:"):
+                 history: int = 500, prefix: str = "cse:", halt: Halt | None = None):
         self.settings = settings
         self.gateway = gateway
         self.symbols = symbols
@@ -93,6 +95,7 @@ class RebalanceEngine:
         self.claims = Claims(redis, prefix=prefix) if redis is not None else None
         self.tsdb = tsdb
         self.account = account
+        self.halt = halt
         self.history = history
         self.quote = symbols[0].split("/")[1] if symbols else "USDT"
         self._last_weights: tuple[list[str], np.ndarray] | None = None
@@ -184,8 +187,12 @@ class RebalanceEngine:
         targets[self.quote] = max(0.0, 1.0 - sum(targets.values()))
         return targets, predicted
 
-    async def cycle(self, plan_id: str, fencing_token: int | None = None) -> tuple[RebalancePlan, Plan]:
+    async def cycle(self, plan_id: str, fencing_token: int | None = None, *,
+                    preview: bool = False) -> tuple[RebalancePlan, Plan]:
+        """One cycle; ``preview`` plans only (whatever ``DRY_RUN`` says), moving no metric."""
         s = self.settings
+        if preview:
+            s = s.model_copy(update={"dry_run": True})
         snap = await self.snapshot()
         assets = sorted(a for a in snap.prices if a != self.quote)
         if not assets:
@@ -198,6 +205,11 @@ class RebalanceEngine:
                            listed=snap.listed, quotes=snap.quotes, venue_min_notional=snap.min_cost)
         current = np.array([plan.current_weights.get(a, 0.0) for a in assets])
         actual = float(math.sqrt(current @ cov @ current))
+        if preview:
+            return RebalancePlan(
+                id=plan_id, account=self.account, method=s.method, dry_run=True, status="planned",
+                target_weights=targets, current_weights=plan.current_weights, orders=plan.orders,
+                skipped=plan.skipped, predicted_vol=predicted, ts_ms=now_ms()), plan
         ACTUAL_VOL.set(actual)
         TARGET_VOL.set(s.vol_target if s.vol_target_enabled else predicted)
         ORDERS_SKIPPED.inc(plan.skipped)
@@ -263,6 +275,9 @@ class RebalanceEngine:
         placed = failed = 0
         cash: dict[str, float] = {}
         for order in plan.orders:
+            if self.halt is not None and (await self.halt.state())["halted"]:
+                log.warning("rebalance_stopped_halted", plan=plan_id, left=len(plan.orders) - placed - failed)
+                return "partial" if placed else "skipped"
             try:
                 amount = await self._sized(order, cash, snap)
                 if amount is None:
@@ -274,6 +289,9 @@ class RebalanceEngine:
                 ERRORS.inc()
                 log.warning("rebalance_order_failed", venue=order.venue, symbol=order.symbol,
                             side=order.side, client_order_id=order.client_order_id, error=str(exc)[:200])
+                audit("order", actor="portfolio-rebalancer", outcome="failed", plan=plan_id,
+                      venue=order.venue, symbol=order.symbol, side=order.side,
+                      client_order_id=order.client_order_id, error=str(exc)[:200])
                 await self._report(Execution(
                     id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
                     symbol=order.symbol, side=order.side, client_order_id=order.client_order_id,
@@ -334,6 +352,7 @@ class RebalanceEngine:
             amount=amount, filled=filled, average=result.get("average"), fee=float(fee.get("cost") or 0.0),
             fee_currency=fee.get("currency"), order_id=str(result["id"]) if result.get("id") else None,
             ts_ms=now_ms()))
-        log.info("rebalance_order", venue=order.venue, symbol=order.symbol, side=order.side, amount=amount,
-                 price=price, filled=filled, status=status, client_order_id=order.client_order_id)
+        audit("order", actor="portfolio-rebalancer", outcome=status, plan=plan_id, venue=order.venue,
+              symbol=order.symbol, side=order.side, amount=amount, price=price, filled=filled,
+              client_order_id=order.client_order_id)
         return result

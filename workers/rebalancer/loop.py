@@ -14,10 +14,13 @@ import asyncio
 import time
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from shared import metrics
 from shared.coordination import LeaderElector, LeaderLock
 from shared.errors import CseError, StaleLeader
 from shared.gateway import Gateway
+from shared.halt import Halt
 from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
 from shared.settings import RebalanceSettings
@@ -27,6 +30,7 @@ from workers.rebalancer.plan import next_delay
 log = get_logger("rebalance.loop")
 
 LOCK = "rebalance"
+TRIGGER = "rebalance:trigger"  # set by POST /api/rebalance; the leader runs a cycle at once
 
 
 class RebalanceLoop:
@@ -36,6 +40,9 @@ class RebalanceLoop:
         self.engine = engine
         self.lock = LeaderLock(redis, LOCK, ttl_s=ttl_s, prefix=prefix, owner=owner)
         self.elector = LeaderElector(self.lock)
+        self.redis = redis
+        self.trigger_key = f"{prefix}{TRIGGER}"
+        self.halt = Halt(redis, prefix)
         self.failures = 0
         self.cycles = 0
 
@@ -52,6 +59,10 @@ class RebalanceLoop:
             log.warning("rebalance_idle_no_venues", hint="set CSE_VENUES")
             return False
         try:
+            halted = await self.halt.state()
+            if halted["halted"]:
+                log.warning("rebalance_skipped_halted", reason=halted.get("reason", ""))
+                return False
             await self.lock.check_fence(token)
             await self.engine.cycle(f"{int(time.time())}-{token}", token)
         except StaleLeader:
@@ -69,6 +80,26 @@ class RebalanceLoop:
         eng.BACKOFF_ACTIVE.set(0)
         return True
 
+    async def _wait(self, stopping: asyncio.Event, seconds: float) -> None:
+        """Sleep ``seconds``, or less if stopping or, as leader, if a cycle was requested."""
+        deadline = time.monotonic() + seconds
+        while not stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(stopping.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+            if self.elector.is_leader.is_set():
+                try:
+                    requested = await self.redis.getdel(self.trigger_key)
+                except RedisError:
+                    requested = None
+                if requested is not None:
+                    log.info("rebalance_requested", by=requested.decode(errors="replace"))
+                    return
+
     async def run(self, stopping: asyncio.Event) -> None:
         elector = asyncio.create_task(self.elector.run(), name="rebalance-elector")
         metrics.LEADER.labels(LOCK).set(0)
@@ -78,10 +109,7 @@ class RebalanceLoop:
                 metrics.LEADER.labels(LOCK).set(1 if with_leader else 0)
                 await self.run_once()
                 wait = self.delay() if with_leader else self.lock.ttl_ms / 1000 / 3
-                try:
-                    await asyncio.wait_for(stopping.wait(), wait)
-                except TimeoutError:
-                    pass
+                await self._wait(stopping, wait)
         finally:
             self.elector.stop()
             await elector
@@ -92,7 +120,8 @@ async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gate
     """Run the loop until the worker stops (both services call this)."""
     engine = eng.RebalanceEngine(settings.rebalance, gateway, settings.venues.symbol_list,
                                  bus=services.bus, redis=services.redis, tsdb=services.tsdb,
-                                 prefix=settings.redis.key_prefix)
+                                 prefix=settings.redis.key_prefix,
+                                 halt=Halt(services.redis, settings.redis.key_prefix))
     loop = RebalanceLoop(settings.rebalance, engine, services.redis, prefix=settings.redis.key_prefix,
                          ttl_s=settings.rebalance.lock_ttl)
     ctx.health.state = "running"
