@@ -13,6 +13,7 @@ import contextlib
 import json
 from typing import Any
 
+from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from shared.errors import TransientError
@@ -20,6 +21,7 @@ from shared.logs import get_logger
 from shared.messages import now_ms
 
 log = get_logger("halt")
+HALTED = Gauge("cse_trading_halted", "1 while the trading halt (kill switch) is on, as this worker sees it")
 
 
 class Halt:
@@ -66,6 +68,7 @@ class HaltWatch:
         self.changed = asyncio.Event()
 
     def _apply(self, halted: bool, reason: str = "") -> None:
+        HALTED.set(1 if halted else 0)
         if halted != self.halted:
             self.halted = halted
             self.changed.set()

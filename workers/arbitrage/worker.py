@@ -25,6 +25,7 @@ from shared.bus import ConsumerLoop
 from shared.coordination import LeaderElector, LeaderLock, default_owner
 from shared.errors import CseError
 from shared.gateway import Gateway, open_gateway
+from shared.halt import Halt, HaltWatch
 from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, MD_ORDERBOOKS, OrderBook, now_ms
@@ -160,6 +161,10 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
             _stop_task, asyncio.create_task(triangular(ctx, settings, services), name="triangular"))
     poller = asyncio.create_task(balances.run(ctx.stopping), name="balances") \
         if gateway.venues and not settings.arb.dry_run else None
+    # the executor reads the persisted halt before every execution; the watch makes a change
+    # visible (logged, HALTED gauge) the moment it is published
+    watch = HaltWatch(Halt(services.redis, settings.redis.key_prefix))
+    ctx.stack.push_async_callback(_stop_task, asyncio.create_task(watch.run(ctx.stopping), name="halt"))
     try:
         await consume_until_stopped(ctx, loops)
     finally:
