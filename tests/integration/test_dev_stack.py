@@ -34,7 +34,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
     env_file = tmp_path / "stack.env"
@@ -87,7 +87,13 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
         metrics_port = procs["portfolio-monitor"]["ports"]["metrics"]
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
             assert b"cse_worker_up" in r.read()
-        check_the_stack_rebalances(snap, procs)
+        prometheus = start_prometheus(tmp_path, procs)
+        try:
+            check_the_stack_rebalances(snap, procs)
+            check_every_monitored_metric_is_exported(procs)
+            check_prometheus_scrapes_and_evaluates(prometheus, procs)
+        finally:
+            prometheus.stop()
         pids = [p["pid"] for p in procs.values()]
 
         sup.send_signal(signal.SIGTERM)
@@ -157,6 +163,106 @@ def check_the_stack_rebalances(snap: dict, procs: dict) -> None:
     leader = max(scraped, key=lambda m: m.get("portfolio_rebalance_orders_placed_total", 0.0))
     assert leader["portfolio_rebalance_target_volatility"] == 0.01
     assert leader["portfolio_rebalance_actual_volatility"] > 0
+
+
+WORKER_JOBS = {
+    "cryptospreadedge-main": "cryptospreadedge-main", "portfolio-rebalancer": "portfolio-rebalancer",
+    "arbitrage-worker-1": "arbitrage-worker", "arbitrage-worker-2": "arbitrage-worker",
+    "arbitrage-worker-3": "arbitrage-worker", "portfolio-monitor": "portfolio-monitor",
+}
+PROMETHEUS_RUN_S = 60.0
+
+
+class Prometheus:
+    def __init__(self, running, port: int, started: float):  # type: ignore[no-untyped-def]
+        self.running, self.port, self.started = running, port, started
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        self.running.stop()
+
+
+def start_prometheus(tmp_path: Path, procs: dict) -> Prometheus:
+    """A real Prometheus (Debian's) scraping the stack's workers, with the production rule files."""
+    from shared.embedded import infra
+    from shared.embedded.infra import ProcessSpec, http_ready
+
+    jobs: dict[str, list[str]] = {}
+    for name, job in WORKER_JOBS.items():
+        jobs.setdefault(job, []).append(f"127.0.0.1:{procs[name]['ports']['metrics']}")
+    rules = ROOT / "infrastructure" / "monitoring" / "rules"
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "rule_files": [str(rules / "*.yml")],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                           for job, targets in jobs.items()],
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    port = infra.free_port()
+    spec = ProcessSpec(
+        name="prometheus",
+        argv=[infra.system_binary("prometheus", "prometheus"), f"--config.file={path}",
+              f"--storage.tsdb.path={tmp_path / 'prometheus-data'}", f"--web.listen-address=127.0.0.1:{port}",
+              "--log.level=warn"],
+        kind="infra", ports={"http": port},
+        ready=lambda: http_ready(f"http://127.0.0.1:{port}/-/ready"))
+    return Prometheus(infra.start(spec, tmp_path / "logs", timeout_s=30), port, time.monotonic())
+
+
+def exported_names(port: int) -> set[str]:
+    """Family names (``# TYPE``) and sample names one worker exports."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(line.split("{")[0].split()[0])
+    return names
+
+
+def check_every_monitored_metric_is_exported(procs: dict) -> None:
+    """Every metric an alert, recording rule, dashboard or Grafana alert queries is exported by a worker."""
+    import re
+
+    from tests.monitoring.metric_names import family, is_external, references
+
+    exported: set[str] = set()
+    for name in WORKER_JOBS:
+        exported |= exported_names(procs[name]["ports"]["metrics"])
+    refs = references()
+    missing = {n: sorted(src)[:3] for n, src in refs.metrics.items()
+               if not is_external(n) and n not in exported and family(n) not in exported}
+    assert not missing, f"queried but exported by no worker: {missing}"
+    assert len([n for n in refs.metrics if not is_external(n)]) >= 20, "the extractor found too little"
+    # Flux panels read measurements the code writes to the store
+    written = set()
+    for path in [*ROOT.joinpath("workers").rglob("*.py"), *ROOT.joinpath("shared").rglob("*.py")]:
+        written |= set(re.findall(r'\.write\(\s*"([a-z_]+)"', path.read_text()))
+    assert set(refs.measurements) <= written, set(refs.measurements) - written
+
+
+def check_prometheus_scrapes_and_evaluates(prometheus: Prometheus, procs: dict) -> None:
+    """For a minute: every worker target up, every rule evaluated without error."""
+    time.sleep(max(0.0, PROMETHEUS_RUN_S - (time.monotonic() - prometheus.started)))
+    targets = prometheus.get("/api/v1/targets")["data"]["activeTargets"]
+    assert len(targets) == len(WORKER_JOBS)
+    down = [(t["labels"]["job"], t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
+    assert not down, down
+    groups = prometheus.get("/api/v1/rules")["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) >= 20
+    bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok" or r.get("lastError")]
+    assert not bad, bad
+    # the rules see the stack: nothing is down, the rebalancer has a leader
+    firing = {a["labels"]["alertname"] for a in prometheus.get("/api/v1/alerts")["data"]["alerts"]
+              if a["state"] == "firing"}
+    assert not firing & {"ServiceDown", "WorkerStalled", "RedisUnreachable", "KafkaUnreachable"}, firing
 
 
 def test_dev_status_without_a_stack_says_how_to_start_one(tmp_path: Path) -> None:
