@@ -94,9 +94,11 @@ config_specs() {
     "prometheus_rules_availability|$ROOT/infrastructure/monitoring/rules/availability.yml" \
     "prometheus_rules_performance|$ROOT/infrastructure/monitoring/rules/performance.yml" \
     "prometheus_rules_portfolio|$ROOT/infrastructure/monitoring/rules/portfolio.yml" \
-    "grafana_dashboards|$ROOT/infrastructure/monitoring/grafana-dashboards-portfolio.json" \
-    "grafana_dashboard_provider|$ROOT/infrastructure/swarm/grafana/dashboards.yml" \
-    "grafana_datasources|$ROOT/infrastructure/swarm/grafana/datasources.yml" \
+    "grafana_datasources|$ROOT/infrastructure/monitoring/grafana/provisioning/datasources/datasources.yml" \
+    "grafana_dashboard_provider|$ROOT/infrastructure/monitoring/grafana/provisioning/dashboards/dashboards.yml" \
+    "grafana_alerting|$ROOT/infrastructure/monitoring/grafana/provisioning/alerting/alert-rules.yml" \
+    "grafana_dashboard_portfolio_rebalance|$ROOT/infrastructure/monitoring/grafana/dashboards/portfolio-rebalance.json" \
+    "grafana_dashboard_portfolio_performance|$ROOT/infrastructure/monitoring/grafana/dashboards/portfolio-performance.json" \
     "filebeat_conf|$ROOT/infrastructure/logging/filebeat.yml" \
     "log_setup_script|$ROOT/infrastructure/logging/apply-ilm.sh" \
     "ilm_application|$ROOT/infrastructure/logging/ilm/application.json" \

@@ -18,14 +18,14 @@ import pytest
 
 from tests.deploy.conftest import DEPLOY_SCRIPT, ROOT
 
+MONITORING = ROOT / "infrastructure" / "monitoring"
 SOURCES = [
     "config/environments/production.env", "config/environments/staging.env",
     "config/environments/arbitrage.env", "config/environments/rebalance.env",
     "infrastructure/nginx/nginx-portfolio.conf", "infrastructure/monitoring/prometheus-portfolio.yml",
-    "infrastructure/monitoring/rules/availability.yml", "infrastructure/monitoring/rules/performance.yml",
-    "infrastructure/monitoring/rules/portfolio.yml",
-    "infrastructure/monitoring/grafana-dashboards-portfolio.json",
-    "infrastructure/swarm/grafana/dashboards.yml", "infrastructure/swarm/grafana/datasources.yml",
+    *(str(p.relative_to(ROOT)) for p in sorted(MONITORING.glob("rules/*.yml"))),
+    *(str(p.relative_to(ROOT)) for p in sorted(MONITORING.glob("grafana/provisioning/*/*.yml"))),
+    *(str(p.relative_to(ROOT)) for p in sorted(MONITORING.glob("grafana/dashboards/*.json"))),
     "infrastructure/logging/filebeat.yml", "infrastructure/logging/apply-ilm.sh",
     "infrastructure/logging/ilm/application.json", "infrastructure/logging/ilm/access.json",
     "infrastructure/logging/ilm/error.json", "infrastructure/logging/ilm/audit.json",
@@ -122,7 +122,10 @@ def test_deploy_in_order(world: dict[str, Any]) -> None:
     names = {a[a.index("create") + 5] for a in creates}  # after two --label pairs
     assert {n.rsplit("_", 1)[0] for n in names} >= {
         "api_keys_encrypted", "arbitrage_env", "rebalance_env", "keys_passphrase", "api_token",
-        "grafana_admin_password", "nginx_conf", "prometheus_conf", "grafana_dashboards", "ilm_audit"}
+        "grafana_admin_password", "nginx_conf", "prometheus_conf", "prometheus_rules_availability",
+        "prometheus_rules_performance", "prometheus_rules_portfolio", "grafana_datasources",
+        "grafana_dashboard_provider", "grafana_alerting", "grafana_dashboard_portfolio_rebalance",
+        "grafana_dashboard_portfolio_performance", "ilm_audit"}
     assert all(len(n.rsplit("_", 1)[1]) == 12 for n in names)
     deploy = r.calls[r.index("stack", "deploy")]
     assert deploy["argv"][-1] == "cryptospreadedge-portfolio"

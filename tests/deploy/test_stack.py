@@ -17,6 +17,8 @@ WORKERS = {  # service: (replicas, constraint, cpu reservation, cpu limit, mem r
     "cryptospreadedge-main": (2, "node.labels.tier == trading", 1.5, 3.0, 3 << 30, 8 << 30),
     "portfolio-rebalancer": (1, "node.labels.tier == portfolio", 0.5, 1.5, 1 << 30, 3 << 30),
     "arbitrage-worker": (3, "node.labels.tier == arbitrage", 0.5, 2.0, 1 << 30, 4 << 30),
+    # 2 GiB: what ProcessMemoryHigh assumes (test_monitoring_wiring.py checks every worker)
+    "portfolio-monitor": (1, "node.role == manager", 0.25, 1.0, 512 << 20, 2 << 30),
 }
 SINGLETONS_ON_MANAGER = ["portfolio-monitor", "redis", "influxdb", "kafka", "prometheus", "grafana",
                          "elasticsearch", "kibana"]
@@ -96,7 +98,7 @@ def seconds(duration: str) -> float:
     return total
 
 
-@pytest.mark.parametrize("name", [*WORKERS, "portfolio-monitor"])
+@pytest.mark.parametrize("name", sorted(WORKERS))
 def test_workers_drain_before_swarm_kills(production: dict[str, Any], name: str) -> None:
     svc = production["services"][name]
     drain = float(svc["environment"]["CSE_DRAIN_TIMEOUT_S"])
@@ -129,7 +131,8 @@ def test_secrets_and_their_consumers(production: dict[str, Any]) -> None:
     # the deploy script's content-hash suffix makes a changed file a new secret
     assert secrets["api_keys_encrypted"]["name"] == "api_keys_encrypted_0123456789ab"
     assert production["configs"]["nginx_conf"]["name"] == "nginx_conf_ba9876543210"
-    assert {"nginx_conf", "prometheus_conf", "grafana_dashboards"} <= set(production["configs"])
+    assert {"nginx_conf", "prometheus_conf", "grafana_datasources", "grafana_dashboard_provider",
+            "grafana_alerting"} <= set(production["configs"])
 
 
 def test_no_default_credentials_in_the_stack() -> None:
