@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from shared.embedded import infra
-from shared.gateway import sim_client
+from shared.gateway import Gateway, VenueSettings, sim_client
 from workers.venue_sim import DEV_API_KEY, DEV_API_SECRET
 
 SEED = 42
@@ -72,6 +72,27 @@ def http(url: str, method: str = "GET", body: bytes | None = None,
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         return exc.code, dict(exc.headers), json.loads(raw)
+
+
+@contextlib.contextmanager
+def running_venues(log_dir: Path, balances: dict[str, str | None], *, seed: int = SEED
+                   ) -> Iterator[dict[str, SimVenue]]:
+    """Venue-sims by name (each with ``--balances`` when given), stopped afterwards."""
+    running: dict[str, SimVenue] = {}
+    try:
+        for name, given in balances.items():
+            running[name] = start_venue(log_dir, name, seed=seed,
+                                        args=["--balances", given] if given else None)
+        yield running
+    finally:
+        for venue in running.values():
+            venue.stop()
+
+
+def sim_gateway(venues: dict[str, SimVenue], symbols: list[str]) -> Gateway:
+    """A gateway over these venue-sims (the dev key pair), for ``symbols``."""
+    return Gateway(VenueSettings(venues=",".join(f"{n}={v.url}" for n, v in venues.items()),
+                                 symbols=",".join(symbols)))
 
 
 def start_venue(log_dir: Path, name: str, *, seed: int = SEED, args: list[str] | None = None

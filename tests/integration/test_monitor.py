@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.gateway import Gateway, VenueSettings
+from shared.gateway import Gateway
 from shared.messages import Execution, now_ms
-from tests.integration.conftest import SimVenue, ccxt_client, start_venue
+from tests.integration.conftest import SimVenue, ccxt_client, running_venues, sim_gateway
 from tests.integration.test_timeseries import export
 from workers.monitor import worker as mon
 from workers.monitor.settings import MonitorParams
@@ -23,16 +23,12 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 @pytest.fixture(scope="module")
 def venues(venue_sim_logs: Path) -> Iterator[dict[str, SimVenue]]:
     balances = {"mo-a": "BTC=1,USDT=10000", "mo-b": "ETH=20,USDT=5000"}
-    running = {n: start_venue(venue_sim_logs, n, seed=21, args=["--balances", b])
-               for n, b in balances.items()}
-    yield running
-    for venue in running.values():
-        venue.stop()
+    with running_venues(venue_sim_logs, balances, seed=21) as running:
+        yield running
 
 
 def gateway(venues: dict[str, SimVenue]) -> Gateway:
-    return Gateway(VenueSettings(venues=",".join(f"{n}={v.url}" for n, v in venues.items()),
-                                 symbols=",".join(SYMBOLS)))
+    return sim_gateway(venues, SYMBOLS)
 
 
 async def exported(url: str, match: str, done, timeout_s: float = 10.0) -> list[dict]:  # type: ignore[no-untyped-def]

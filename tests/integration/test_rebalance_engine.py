@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.gateway import Gateway, VenueSettings
+from shared.gateway import Gateway
 from shared.settings import RebalanceSettings
-from tests.integration.conftest import SimVenue, start_venue
+from tests.integration.conftest import SimVenue, running_venues, sim_gateway
 from workers.rebalancer import engine as eng
 
 pytestmark = pytest.mark.slow
@@ -20,15 +20,12 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 
 @pytest.fixture(scope="module")
 def venues(venue_sim_logs: Path) -> Iterator[dict[str, SimVenue]]:
-    running = {name: start_venue(venue_sim_logs, name, seed=9) for name in ("rb-a", "rb-b")}
-    yield running
-    for venue in running.values():
-        venue.stop()
+    with running_venues(venue_sim_logs, {"rb-a": None, "rb-b": None}, seed=9) as running:
+        yield running
 
 
 def gateway(venues: dict[str, SimVenue]) -> Gateway:
-    return Gateway(VenueSettings(venues=",".join(f"{n}={v.url}" for n, v in venues.items()),
-                                 symbols=",".join(SYMBOLS)))
+    return sim_gateway(venues, SYMBOLS)
 
 
 def fills(venue: SimVenue) -> list[dict]:
@@ -132,11 +129,8 @@ def test_cse_rebalance_once_prints_the_plan_and_dry_run_places_nothing(venues) -
 def drifted(venue_sim_logs: Path) -> Iterator[dict[str, SimVenue]]:
     """Three venues holding one lopsided portfolio: BTC-heavy here, cash there, SOL elsewhere."""
     balances = {"dr-a": "BTC=3,USDT=2000", "dr-b": "USDT=150000,ETH=1", "dr-c": "SOL=600,USDT=500"}
-    running = {name: start_venue(venue_sim_logs, name, seed=11, args=["--balances", b])
-               for name, b in balances.items()}
-    yield running
-    for venue in running.values():
-        venue.stop()
+    with running_venues(venue_sim_logs, balances, seed=11) as running:
+        yield running
 
 
 async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle_places_nothing(
