@@ -324,8 +324,11 @@ class Supervisor:
         all_ok = all(c.healthy for c in self.children)
         if all_ok and self.healthy_since is None:
             self.healthy_since = now
-            self._say(f"stack healthy in {now - self.started:.1f}s "
-                      f"(API {self.endpoints['api']}, Ctrl-C to stop)")
+            ports = {c.spec.name: c.spec.ports.get("metrics") for c in self.children}
+            self._say(f"stack healthy in {now - self.started:.1f}s: status page and API "
+                      f"{self.endpoints['api']}/ , rebalance metrics :{ports.get('portfolio-rebalancer')}"
+                      f" (main :{ports.get('cryptospreadedge-main')}), monitor metrics "
+                      f":{ports.get('portfolio-monitor')}; Ctrl-C to stop")
         elif not all_ok:
             self.healthy_since = None
 
