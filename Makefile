@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh Debian machine (as root or with sudo):
 #   make run   — set up, then start the embedded stack (Ctrl-C stops it)
 #   make test  — set up, then run the linter and the whole test suite
-.PHONY: bootstrap run test lint unit clean
+.PHONY: bootstrap run test lint unit clean bench-deps
 
 VENV := .venv
 
@@ -19,6 +19,10 @@ test: lint
 
 unit: bootstrap
 	$(VENV)/bin/pytest tests/unit $(ARGS)
+
+# The libraries `cse bench allocate` compares against (benchmark only, not runtime dependencies).
+bench-deps: bootstrap
+	$(VENV)/bin/pip install -e '.[bench]'
 
 clean:
 	rm -rf .run .pytest_cache .ruff_cache

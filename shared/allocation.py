@@ -1,6 +1,8 @@
 """Pure portfolio-allocation functions: validation, shrinkage, risk parity, mean-variance, vol targeting.
 
-Everything here is numpy/scipy only and free of I/O, so it can be called from a worker or a notebook.
+Everything here is free of I/O, so it can be called from a worker or a notebook. The solvers' inner
+loops run in a small C extension (``shared/_alloc.c``, built by ``pip install -e .``, Cholesky from
+SciPy's LAPACK); when it is not built, the same algorithms run in numpy (``COMPILED`` says which).
 All weights are long-only and fully invested (they sum to 1) unless a function says otherwise.
 Covariances and volatilities share one horizon: a daily covariance gives a daily volatility.
 
@@ -12,8 +14,8 @@ Algorithms (see ``/work/shared/notes/allocation-anchors.md`` for the measured re
   ``Σ + diag(b/y²)`` per iteration, positive definite even for a singular Σ); large ones use cyclical
   coordinate descent (closed-form coordinate minimiser, one ``O(N)`` update per coordinate).
 * :func:`mean_variance` runs an exact primal active-set method on the KKT system of
-  ``min ½ x'Qx − c'x  s.t.  a'x = 1, x ≥ 0``; each iteration solves the free block with one Cholesky.
-  It starts from a single free asset (or the support of ``w0``) so a singular Σ is fine.
+  ``min ½ x'Qx − c'x  s.t.  a'x = 1, lo ≤ x ≤ hi``; each iteration solves the free block with one
+  Cholesky. It starts from a single free asset (or the support of ``w0``) so a singular Σ is fine.
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ import scipy.linalg as sla
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg.blas import daxpy as _daxpy
 
+try:
+    from shared import _alloc as _kernel
+except ImportError:  # pragma: no cover - built by `pip install -e .`; numpy is the fallback
+    _kernel = None
+
 FloatArray = NDArray[np.float64]
 Objective = Literal["min_variance", "max_sharpe", "utility"]
 
-#: Risk parity uses Newton up to this many assets and coordinate descent above it (measured crossover).
-NEWTON_MAX_N = 250
+#: True when the compiled kernels (``shared/_alloc.c``) are importable; otherwise numpy does the work.
+COMPILED = _kernel is not None
+#: In ``"auto"`` mode risk parity uses Newton up to this many assets and coordinate descent above it
+#: (numpy: measured crossover; compiled: a CCD sweep costs one pass over Σ, a Newton step a Cholesky).
+NEWTON_MAX_N = 8 if COMPILED else 250
 #: In ``"auto"`` mode above ``NEWTON_MAX_N``, coordinate-descent sweeps before switching to Newton.
 AUTO_CCD_SWEEPS = 40
 _SYM_RTOL = 1e-10
@@ -80,6 +90,10 @@ def validate_covariance(cov: ArrayLike, *, name: str = "covariance", check_psd: 
         raise AllocationError(f"{name} is not square: {rows}x{cols}")
     if rows == 0:
         raise AllocationError(f"{name} is empty: 0x0")
+    if _kernel is not None:
+        arr = np.ascontiguousarray(arr)
+        if _kernel.check_cov(arr, rows, check_psd) == 0:  # one pass; symmetrises arr in place
+            return arr
     if not np.isfinite(arr).all():
         _check_finite(arr, name)
     scale = float(np.abs(arr).max())
@@ -149,7 +163,7 @@ def validate_vector(
 def _cov(cov: ArrayLike, check: bool) -> FloatArray:
     if check:
         return validate_covariance(cov)
-    arr = np.asarray(cov, dtype=np.float64)
+    arr = np.ascontiguousarray(cov, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
         raise AllocationError(f"covariance is not square: {'x'.join(map(str, arr.shape))}")
     return arr
@@ -341,7 +355,18 @@ def risk_parity(
     if not var > 0.0:
         raise AllocationError(f"start portfolio has non-positive variance {var:.6g}")
     y = y / math.sqrt(var)  # optimal scale of Spinu's objective when Σb = 1
-    if method == "newton" or (method == "auto" and n <= NEWTON_MAX_N):
+    if method not in ("auto", "newton", "ccd"):
+        raise AllocationError(f"unknown risk parity method {method!r}; use 'auto', 'newton' or 'ccd'")
+    if _kernel is not None:
+        if method == "newton" or (method == "auto" and n <= NEWTON_MAX_N):
+            mode = 0
+        else:
+            mode = 1 if method == "ccd" else 2
+        status, iters, err, used = _kernel.rp(sigma, b, y, n, tol, max_iter, mode, AUTO_CCD_SWEEPS)
+        if status != 0:  # pragma: no cover - H is PD in exact arithmetic
+            raise AllocationError("risk parity Newton Hessian not positive definite")
+        chosen = ("newton", "ccd", "ccd+newton")[used]
+    elif method == "newton" or (method == "auto" and n <= NEWTON_MAX_N):
         chosen = "newton"
         y, iters, err = _rp_newton(sigma, b, y, tol, max_iter)
     elif method == "ccd":
@@ -356,8 +381,6 @@ def risk_parity(
             y = y / math.sqrt(float(y @ sigma @ y))
             y, more, err = _rp_newton(sigma, b, y, tol, max_iter)
             iters += more
-    else:
-        raise AllocationError(f"unknown risk parity method {method!r}; use 'auto', 'newton' or 'ccd'")
     if info is not None:
         info.update(iterations=iters, error=err, method=chosen)
     if not err <= max(tol, 1e-10):
@@ -372,29 +395,25 @@ def risk_parity(
 # --------------------------------------------------------------------------------------------------
 
 
-def _solve_free(
-    q: FloatArray, c: FloatArray, a: FloatArray, free: NDArray[np.intp]
-) -> tuple[FloatArray, float]:
-    """Solve ``min ½x'Qx − c'x s.t. a'x = 1`` on the free block; returns ``(x_F, ν)``."""
-    qf = q[np.ix_(free, free)]
-    cf_, af = c[free], a[free]
+def _solve_free(qf: FloatArray, cf: FloatArray, af: FloatArray, target: float) -> tuple[FloatArray, float]:
+    """Solve ``min ½z'Q_FF z − c_F'z s.t. a_F'z = target`` on the free block; returns ``(z, ν)``."""
     try:
         fac = sla.cho_factor(qf, check_finite=False)
-        u = sla.cho_solve(fac, cf_, check_finite=False)
-        v = sla.cho_solve(fac, af, check_finite=False)
+        uv = sla.cho_solve(fac, np.column_stack((cf, af)), check_finite=False)
+        u, v = uv[:, 0], uv[:, 1]
         av = float(af @ v)
         if av > 0.0:
-            nu = (1.0 - float(af @ u)) / av
+            nu = (target - float(af @ u)) / av
             return u + nu * v, nu
     except np.linalg.LinAlgError:
         pass
     # Singular free block: solve the bordered KKT system directly.
-    k = free.size
+    k = cf.size
     kkt = np.zeros((k + 1, k + 1))
     kkt[:k, :k] = qf
     kkt[:k, k] = -af
     kkt[k, :k] = af
-    rhs = np.concatenate([cf_, [1.0]])
+    rhs = np.concatenate([cf, [target]])
     try:
         sol = np.linalg.solve(kkt, rhs)
     except np.linalg.LinAlgError as exc:
@@ -404,42 +423,186 @@ def _solve_free(
     return sol[:k], float(sol[k])
 
 
-def _active_set(
-    q: FloatArray, c: FloatArray, a: FloatArray, x: FloatArray, free_mask: NDArray[np.bool_], max_iter: int
-) -> tuple[FloatArray, int]:
-    """Primal active set for ``min ½x'Qx − c'x s.t. a'x = 1, x ≥ 0`` from a feasible ``x``."""
-    n = x.size
+def _face_point(
+    q: FloatArray, c: FloatArray, a: FloatArray, x: FloatArray, state: NDArray[np.int8]
+) -> tuple[FloatArray, float]:
+    """Optimum of the equality-constrained QP with the bound weights held where they are."""
+    free = np.flatnonzero(state == 0)
+    fixed = np.flatnonzero((state != 0) & (x != 0.0))
+    if free.size == 0:
+        raise AllocationError("mean-variance active set emptied the free set")
+    target = 1.0 - float(a[fixed] @ x[fixed])
+    cf = c[free] - q[np.ix_(free, fixed)] @ x[fixed] if fixed.size else c[free]
+    z, nu = _solve_free(q[np.ix_(free, free)], cf, a[free], target)
+    out = x.copy()
+    out[free] = z
+    return out, nu
+
+
+def _box_qp_numpy(
+    q: FloatArray, c: FloatArray, a: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray,
+    state: NDArray[np.int8], max_iter: int,
+) -> tuple[int, int, float]:
+    """Numpy twin of the compiled ``mv`` kernel (same algorithm, same tolerances)."""
+    cmax, amax = float(np.abs(c).max()), float(np.abs(a).max())
     for it in range(1, max_iter + 1):
-        free = np.flatnonzero(free_mask)
-        xf_star, nu = _solve_free(q, c, a, free)
-        if xf_star.min() >= 0.0:
-            x[:] = 0.0
-            x[free] = xf_star
-            s = q[:, free] @ xf_star - c - nu * a
-            s[free] = 0.0
-            j = int(s.argmin())
-            scale = max(float(np.abs(c).max()), abs(nu) * float(np.abs(a).max()), 1e-300)
-            if s[j] >= -1e-12 * scale:
-                return x, it
-            free_mask[j] = True
+        free = np.flatnonzero(state == 0)
+        z_full, nu = _face_point(q, c, a, x, state)
+        z = z_full[free]
+        lo_f, hi_f = lo[free], hi[free]
+        if (z >= lo_f).all() and (z <= hi_f).all():
+            x[free] = z
+            supp = np.flatnonzero(x)
+            s = q[:, supp] @ x[supp] - c - nu * a
+            viol = np.where(state == 1, -s, np.where(state == 2, s, -np.inf))
+            viol[lo >= hi] = -np.inf  # lower == upper: fixed for good
+            j = int(viol.argmax())
+            scale = max(cmax, abs(nu) * amax, 1e-300)
+            if viol[j] <= 1e-12 * scale:
+                return 0, it, nu
+            state[j] = 0
             continue
-        # Step towards the free-block optimum until the first weight hits zero; fix it there.
+        # Step towards the face optimum until the first free weight reaches a bound; fix it there.
         xf = x[free]
-        p = xf_star - xf
-        blocking = xf_star < 0.0
         ratios = np.full(free.size, np.inf)
-        ratios[blocking] = xf[blocking] / (xf[blocking] - xf_star[blocking])
+        below, above = z < lo_f, z > hi_f
+        ratios[below] = (xf[below] - lo_f[below]) / (xf[below] - z[below])
+        ratios[above] = (hi_f[above] - xf[above]) / (z[above] - xf[above])
         k = int(ratios.argmin())
         alpha = min(max(float(ratios[k]), 0.0), 1.0)
-        xf = xf + alpha * p
-        xf[k] = 0.0
-        xf[xf < 0.0] = 0.0
+        xf = xf + alpha * (z - xf)
+        xf[k] = lo_f[k] if below[k] else hi_f[k]
+        at_lo, at_hi = xf <= lo_f, xf >= hi_f
+        xf = np.clip(xf, lo_f, hi_f)
+        state[free[at_lo]] = 1
+        state[free[at_hi]] = 2
         x[free] = xf
-        drop = free[xf <= 0.0]
-        free_mask[drop] = False
-        if not free_mask.any():  # pragma: no cover - a'x = 1 keeps one asset free
-            raise AllocationError("mean-variance active set emptied the free set")
+    return 1, max_iter, 0.0
+
+
+def _box_qp(
+    q: FloatArray, c: FloatArray, a: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray,
+    state: NDArray[np.int8], max_iter: int,
+) -> tuple[int, float]:
+    """Primal active set for ``min ½x'Qx − c'x s.t. a'x = 1, lo ≤ x ≤ hi`` from a feasible ``x``.
+
+    ``state`` marks each weight free (0), at its lower (1) or upper bound (2); ``x`` and ``state`` are
+    updated in place. Each iteration solves the free block with one Cholesky (bordered KKT if singular).
+    Returns ``(iterations, ν)``.
+    """
+    n = x.size
+    done = 0
+    if _kernel is not None:
+        status, done, nu = _kernel.mv(q, c, a, lo, hi, x, state, n, max_iter)
+        if status == 0:
+            return done, nu
+    if done < max_iter:  # numpy alone, or after a singular free block (bordered KKT system)
+        status, more, nu = _box_qp_numpy(q, c, a, lo, hi, x, state, max_iter - done)
+        done += more
+        if status == 0:
+            return done, nu
     raise AllocationError(f"mean-variance active set did not converge in {max_iter} iterations (N={n})")
+
+
+def _bounds(
+    lower: ArrayLike | None, upper: ArrayLike | None, n: int
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Validated ``(lo, hi, bounded)``; raises if no long-only fully invested portfolio fits."""
+    lo = np.zeros(n) if lower is None else validate_vector(lower, n, "lower", nonnegative=True)
+    hi = np.full(n, np.inf) if upper is None else validate_vector(upper, n, "upper", nonnegative=True)
+    bad = np.flatnonzero(lo > hi)
+    if bad.size:
+        i = int(bad[0])
+        raise AllocationError(f"infeasible bounds: lower {lo[i]:.6g} > upper {hi[i]:.6g} at index {i}")
+    if float(lo.sum()) > 1.0 + 1e-12:
+        raise AllocationError(f"infeasible bounds: sum(lower) = {lo.sum():.6g} > 1")
+    if float(hi.sum()) < 1.0 - 1e-12:
+        raise AllocationError(f"infeasible bounds: sum(upper) = {hi.sum():.6g} < 1")
+    bounded = (lower is not None and bool(lo.any())) or (upper is not None and bool((hi < 1.0).any()))
+    if not bounded:  # 0 ≤ w ≤ 1 holds anyway; max-Sharpe's y = w/μ'w needs no upper bound
+        return np.zeros(n), np.full(n, np.inf), False
+    return lo, hi, bounded
+
+
+def _fill(lo: FloatArray, hi: FloatArray, order: NDArray[np.intp]) -> tuple[FloatArray, NDArray[np.int8]]:
+    """A feasible start: every weight at its lower bound, the rest filled up to the bounds in ``order``."""
+    order = np.concatenate((order[hi[order] > lo[order]], order[hi[order] <= lo[order]]))  # fixed ones last
+    x = lo.copy()
+    state = np.ones(lo.size, dtype=np.int8)
+    rem = 1.0 - float(lo.sum())
+    room = np.cumsum((hi - lo)[order])
+    k = min(int(np.searchsorted(room, rem)), lo.size - 1)
+    full = order[:k]
+    x[full] = hi[full]
+    state[full] = 2
+    i = order[k]
+    x[i] = min(lo[i] + rem - (float(room[k - 1]) if k else 0.0), hi[i])
+    state[i] = 0
+    return x, state
+
+
+def _warm(
+    w0: FloatArray, lo: FloatArray, hi: FloatArray, order: NDArray[np.intp]
+) -> tuple[FloatArray, NDArray[np.int8]]:
+    """``w0`` clipped into the box and moved onto the budget, largest holdings adjusted first."""
+    x = np.clip(w0, lo, hi)
+    x[x <= lo + 1e-12] = lo[x <= lo + 1e-12]  # a previous optimum is on its bounds up to rounding
+    x[x >= hi - 1e-12] = hi[x >= hi - 1e-12]
+    rem = 1.0 - float(x.sum())
+    pref = np.argsort(-w0, kind="stable") if rem > 0 else np.argsort(w0, kind="stable")
+    for i in pref:
+        if abs(rem) <= 1e-15:
+            break
+        new = min(max(x[i] + rem, lo[i]), hi[i])
+        rem -= new - x[i]
+        x[i] = new
+    if abs(rem) > 1e-12:  # pragma: no cover - _bounds guarantees a feasible box
+        return _fill(lo, hi, order)
+    state = np.where(x <= lo, 1, np.where(x >= hi, 2, 0)).astype(np.int8)
+    state[(w0 > 0.0) & (x > lo) & (x < hi)] = 0
+    if not (state == 0).any():
+        state[int(np.argmax(x - lo))] = 0
+    return x, state
+
+
+def _max_sharpe_box(
+    sigma: FloatArray, mu: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray,
+    state: NDArray[np.int8], limit: int,
+) -> tuple[int, float]:
+    """Max-Sharpe in a box: utility problems ``min ½x'Σx − t μ'x`` along the efficient frontier.
+
+    ``x(t)`` is optimal for max-Sharpe iff ``t = x'Σx / μ'x`` (the utility KKT then are the Sharpe KKT).
+    Sharpe increases with ``t`` while ``x'Σx/μ'x > t``; on one face of the box ``x(t)`` is affine in
+    ``t`` and the root is ``t* = p'Σp / μ'p`` with ``p`` the face point at ``t = 0``. Newton-like face
+    steps, safeguarded by a bracket on ``t``. Returns ``(inner iterations, t)``.
+    """
+    ones = np.ones(x.size)
+    iters = 0
+    var, ret = float(x @ sigma @ x), float(mu @ x)
+    t = var / ret if ret > 0.0 else float(np.mean(np.diag(sigma))) / float(mu.max())
+    t_lo, t_hi = 0.0, math.inf
+    for _ in range(200):
+        it, _nu = _box_qp(sigma, t * mu, ones, lo, hi, x, state, limit)
+        iters += it
+        var, ret = float(x @ sigma @ x), float(mu @ x)
+        t_fp = var / ret if ret > 0.0 else math.inf
+        if abs(t_fp - t) <= 1e-13 * t:
+            return iters, t
+        if t_fp > t:
+            t_lo = t
+        else:
+            t_hi = t
+        p, _ = _face_point(sigma, np.zeros(x.size), ones, x, state)
+        pr = float(mu @ p)
+        cand = float(p @ sigma @ p) / pr if pr > 0.0 else math.nan
+        if not t_lo < cand < t_hi:
+            cand = t_fp if t_lo < t_fp < t_hi else (
+                math.sqrt(t_lo * t_hi) if t_lo > 0.0 and t_hi < math.inf
+                else (4.0 * t if t_hi == math.inf else 0.25 * t))
+        if t_hi < math.inf and t_lo > 0.0 and t_hi - t_lo <= 1e-14 * t_hi:
+            return iters, t  # a kink of the frontier between two faces
+        t = cand
+    raise AllocationError("max_sharpe with bounds did not converge in 200 frontier steps")
 
 
 def mean_variance(
@@ -449,6 +612,8 @@ def mean_variance(
     objective: Objective = "min_variance",
     risk_aversion: float = 1.0,
     w0: ArrayLike | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
     max_iter: int | None = None,
     check: bool = True,
     info: dict[str, Any] | None = None,
@@ -459,17 +624,19 @@ def mean_variance(
         * ``"min_variance"``: min ``w'Σw``.
         * ``"utility"``: max ``μ'w − (λ/2) w'Σw`` with ``λ = risk_aversion``.
         * ``"max_sharpe"``: max ``μ'w / sqrt(w'Σw)`` via ``y = w / μ'w``: min ``y'Σy`` s.t. ``μ'y = 1``,
-          ``y ≥ 0``, then ``w = y / Σy``. Needs at least one ``μ_i > 0``.
+          ``y ≥ 0``, then ``w = y / Σy``. Needs at least one ``μ_i > 0``. With bounds it walks the
+          efficient frontier of utility problems instead (a few warm-started solves).
 
     Args:
         w0: warm start (non-negative); the search starts on its support.
+        lower, upper: optional per-asset bounds ``lower ≤ w ≤ upper`` (``lower ≥ 0``).
         max_iter: active-set iterations (default ``10 N + 100``).
         check: validate ``cov`` (the PSD check is ``O(N³)``); disable only for pre-validated input.
         info: if a dict is given it receives ``iterations``, ``n_free``, ``multiplier`` and ``objective``.
 
     Raises:
-        AllocationError: invalid input, missing ``mu``, no positive ``mu`` for max-Sharpe, or a singular
-            KKT system.
+        AllocationError: invalid input, missing ``mu``, no positive ``mu`` for max-Sharpe, infeasible
+            bounds (e.g. ``sum(upper) < 1``) or a singular KKT system.
     """
     sigma = _cov(cov, check)
     n = sigma.shape[0]
@@ -483,56 +650,80 @@ def mean_variance(
         if mu is None:
             raise AllocationError(f"mu is required for objective {objective!r}")
         mu_v = validate_vector(mu, n, "mu")
+    lo, hi, bounded = _bounds(lower, upper, n)
     ones = np.ones(n)
+    lam = 1.0
     if objective == "min_variance":
-        q, c, a = sigma, np.zeros(n), ones
-        start = int(d.argmin())
+        c, a = np.zeros(n), ones
+        score = -d
     elif objective == "utility":
         assert mu_v is not None
         lam = float(risk_aversion)
         if not (math.isfinite(lam) and lam > 0.0):
             raise AllocationError(f"risk_aversion must be positive and finite, got {risk_aversion!r}")
-        q, c, a = lam * sigma, mu_v, ones
-        start = int((mu_v - 0.5 * lam * d).argmax())
+        c, a = mu_v / lam, ones  # min ½x'Σx − (μ/λ)'x: same optimum as the utility
+        score = mu_v - 0.5 * lam * d
     else:
         assert mu_v is not None
         if mu_v.max() <= 0.0:
             raise AllocationError(
                 f"max_sharpe needs at least one asset with mu > 0 (max mu = {mu_v.max():.6g})"
             )
-        q, c, a = sigma, np.zeros(n), mu_v
+        c, a = np.zeros(n), mu_v
         score = np.where(mu_v > 0.0, mu_v / np.sqrt(np.maximum(d, 1e-300)), -np.inf)
-        start = int(score.argmax())
-
-    x = np.zeros(n)
-    free_mask = np.zeros(n, dtype=bool)
-    if w0 is not None:
-        w_start = validate_vector(w0, n, "w0", nonnegative=True)
-        scale = float(a @ w_start)
-        if scale > 0.0:
-            x = w_start / scale
-            free_mask = x > 0.0
-    if not free_mask.any():
-        x[start] = 1.0 / a[start]
-        free_mask[start] = True
     limit = max_iter if max_iter is not None else 10 * n + 100
-    try:
-        x, iters = _active_set(q, c, a, x, free_mask, limit)
-    except AllocationError:
-        if w0 is None:
-            raise
-        # A warm start whose support makes the free block singular: restart cold.
+    sharpe_box = objective == "max_sharpe" and bounded
+    if sharpe_box:
+        assert mu_v is not None
+        best, _ = _fill(lo, hi, np.argsort(-mu_v, kind="stable"))
+        if float(mu_v @ best) <= 0.0:
+            raise AllocationError("max_sharpe with bounds: no feasible portfolio has a positive mu'w")
+        a = ones
+    order = np.argsort(-score, kind="stable")
+
+    def start(warm: bool) -> tuple[FloatArray, NDArray[np.int8]]:
+        if warm and w0 is not None:
+            w_start = validate_vector(w0, n, "w0", nonnegative=True)
+            if bounded or sharpe_box:
+                return _warm(w_start, lo, hi, order)
+            scale = float(a @ w_start)
+            if scale > 0.0:
+                x = w_start / scale
+                return x, np.where(x > 0.0, 0, 1).astype(np.int8)
+        if bounded:
+            return _fill(lo, hi, order)
         x = np.zeros(n)
-        free_mask = np.zeros(n, dtype=bool)
-        x[start] = 1.0 / a[start]
-        free_mask[start] = True
-        x, iters = _active_set(q, c, a, x, free_mask, limit)
+        state = np.ones(n, dtype=np.int8)
+        j = int(order[0])
+        x[j] = 1.0 / a[j]
+        state[j] = 0
+        return x, state
+
+    def solve(x: FloatArray, state: NDArray[np.int8]) -> tuple[int, float]:
+        if sharpe_box:
+            assert mu_v is not None
+            return _max_sharpe_box(sigma, mu_v, lo, hi, x, state, limit)
+        return _box_qp(sigma, c, a, lo, hi, x, state, limit)
+
+    if bounded and bool((hi <= lo).all()):  # lower == upper everywhere: the only feasible portfolio
+        x, iters, nu = lo.copy(), 0, 0.0
+    else:
+        x, state = start(True)
+        try:
+            iters, nu = solve(x, state)
+        except AllocationError:
+            if w0 is None:
+                raise
+            # A warm start whose support makes the free block singular: restart cold.
+            x, state = start(False)
+            iters, nu = solve(x, state)
     total = float(x.sum())
     if not total > 0.0:  # pragma: no cover - a'x = 1 with x ≥ 0
         raise AllocationError("mean-variance solution has no positive weight")
-    w = x / total
+    w = x if bounded else x / total  # bounded: Σx = 1 already; dividing could step over a bound
     if info is not None:
-        info.update(iterations=iters, n_free=int(np.count_nonzero(w)), objective=objective)
+        info.update(iterations=iters, n_free=int(np.count_nonzero(w)), multiplier=nu * lam,
+                    objective=objective)
     return w
 
 

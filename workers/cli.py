@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
     arb.add_argument("--quick", action="store_true", help="smaller runs (a smoke test, not figures)")
     arb.set_defaults(func=_bench_arbitrage)
+    alloc = bench_sub.add_parser("allocate", help="risk parity and mean-variance vs Riskfolio-Lib, skfolio, "
+                                                   "PyPortfolioOpt")
+    alloc.add_argument("--quick", action="store_true", help="N up to 200, at most 3 repeats (a smoke test)")
+    alloc.add_argument("--sizes", default=None, help="comma-separated N (default 10,50,200,1000)")
+    alloc.add_argument("--no-libraries", action="store_true",
+                       help="ours only, even if the libraries are installed")
+    alloc.set_defaults(func=_bench_allocate)
 
     keys = sub.add_parser("keys", help="manage the encrypted exchange API key file",
                           description="The passphrase comes from CSE_KEYS_PASSPHRASE or the file "
@@ -289,6 +296,22 @@ def _bench_arbitrage(args: argparse.Namespace) -> int:
     keys = ("detect_updates_per_s", "opportunities", "triangular_markets", "triangular_scans_per_s")
     print(json.dumps({"bench": "arbitrage", "quick": quick, **{k: detect[k] for k in keys},
                       **broker}))
+    return 0
+
+
+def _bench_allocate(args: argparse.Namespace) -> int:
+    from workers.rebalancer import bench
+
+    try:
+        sizes = tuple(int(v) for v in args.sizes.split(",")) if args.sizes else (
+            bench.QUICK_SIZES if args.quick else bench.SIZES)
+        if not sizes or min(sizes) < 2:
+            raise ValueError
+    except ValueError:
+        print(f"cse bench allocate: --sizes must be integers >= 2, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    summary = bench.run(sizes, quick=args.quick, libraries=not args.no_libraries)
+    print(json.dumps(summary))
     return 0
 
 

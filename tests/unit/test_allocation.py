@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+import shared.allocation as allocation
 from shared.allocation import (
     AllocationError,
     factor_covariance,
@@ -18,6 +19,20 @@ from shared.allocation import (
     validate_vector,
     vol_target,
 )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the compiled kernels (shared/_alloc.c) and on the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(allocation, "_kernel", None)
+        monkeypatch.setattr(allocation, "NEWTON_MAX_N", 250)
+    return str(request.param)
+
+
+def test_compiled_kernel_is_built() -> None:
+    """`pip install -e .` builds shared/_alloc.c; without it everything silently runs on numpy."""
+    assert allocation.COMPILED
 
 
 def _sample_cov(n: int, t: int, seed: int) -> np.ndarray:
@@ -502,3 +517,145 @@ def test_factor_covariance_and_sample_returns() -> None:
     assert r.shape == (20000, 50)
     est = np.cov(r, rowvar=False)
     assert np.abs(np.sqrt(np.diag(est)) / np.sqrt(np.diag(cov)) - 1).max() < 0.1
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled path: hard matrices, bounds
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["auto", "newton", "ccd"])
+@pytest.mark.parametrize("case", ["random", "ill_conditioned", "singular", "singular_budgets"])
+def test_risk_parity_contributions_equal_budgets(case: str, method: str, kernel: str) -> None:
+    rng = np.random.default_rng(21)
+    n = 60
+    if case == "random":
+        a = rng.standard_normal((n, 2 * n))
+        cov = a @ a.T / (2 * n)
+    elif case == "ill_conditioned":
+        cov = _ill_conditioned(n, 4, cond=1e6)
+    else:
+        cov = _sample_cov(n, 25, 5)  # rank 24
+        assert np.linalg.matrix_rank(cov) < n
+    budgets = rng.uniform(0.2, 5.0, n) if case == "singular_budgets" else np.ones(n)
+    info: dict[str, object] = {}
+    w = risk_parity(cov, budgets, method=method, max_iter=5000, info=info)  # type: ignore[arg-type]
+    _assert_risk_parity(w, cov, budgets)
+    assert info["error"] <= 1e-10  # type: ignore[operator]
+
+
+def _assert_box_kkt(
+    cov: np.ndarray, c: np.ndarray, w: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> None:
+    """KKT of min ½w'Σw − c'w s.t. Σw = 1, lo ≤ w ≤ hi to 1e-9 relative to the gradient scale."""
+    assert abs(w.sum() - 1.0) <= 1e-12
+    assert (w >= lo - 1e-15).all() and (w <= hi + 1e-15).all()
+    g = cov @ w - c
+    tol = 1e-9 * max(np.abs(g).max(), np.abs(c).max())
+    free = (w > lo + 1e-14) & (w < hi - 1e-14)
+    assert free.any()
+    nu = float(g[free].mean())
+    s = g - nu
+    assert np.abs(s[free]).max() <= tol
+    assert s[w <= lo + 1e-14].min(initial=0.0) >= -tol  # at the lower bound: may not want to grow
+    assert s[w >= hi - 1e-14].max(initial=0.0) <= tol  # at the upper bound: may not want to shrink
+
+
+def _box(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lo = np.where(rng.random(n) < 0.3, rng.uniform(0.0, 0.5 / n, n), 0.0)
+    hi = rng.uniform(1.5 / n, 0.25, n)
+    return lo, hi * max(1.0, 1.2 / hi.sum())
+
+
+@pytest.mark.parametrize("n", [8, 40, 150])
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("singular", [False, True])
+def test_mean_variance_bounds_kkt(n: int, objective: str, singular: bool) -> None:
+    cov = _sample_cov(n, max(n // 2, 5), 7) if singular else factor_covariance(n, 50 + n)
+    mu = _mu(n, n + 3)
+    lo, hi = _box(n, n)
+    info: dict[str, float] = {}
+    w = mean_variance(cov, mu, objective=objective, risk_aversion=4.0, lower=lo, upper=hi,  # type: ignore[arg-type]
+                      info=info)
+    if objective == "min_variance":
+        c = np.zeros(n)
+    elif objective == "utility":
+        c = mu / 4.0
+    else:  # max-Sharpe optimum = utility optimum at t = w'Σw / μ'w
+        c = mu * float(w @ cov @ w) / float(mu @ w)
+    _assert_box_kkt(cov, c, w, lo, hi)
+    assert (w <= hi).any() and np.isclose(w, hi).any()  # the caps bind
+
+
+def test_mean_variance_bounds_agree_with_scipy() -> None:
+    cov = factor_covariance(12, 3)
+    mu = _mu(12, 4)
+    lo, hi = np.full(12, 0.02), np.full(12, 0.2)
+    for objective in OBJECTIVES:
+        w = mean_variance(cov, mu, objective=objective, risk_aversion=4.0, lower=lo, upper=hi)  # type: ignore[arg-type]
+        best = None
+        for w0 in (np.full(12, 1 / 12), np.clip(mu, 0.02, 0.2) / np.clip(mu, 0.02, 0.2).sum()):
+            res = minimize(
+                lambda x, o=objective: _objective(cov * 100, mu * 100, o, 4.0, x), w0, method="SLSQP",
+                bounds=list(zip(lo, hi, strict=True)), options={"ftol": 1e-15, "maxiter": 1000},
+                constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0}])
+            val = _objective(cov, mu, objective, 4.0, res.x)
+            best = val if best is None else min(best, val)
+        assert best is not None
+        ours = _objective(cov, mu, objective, 4.0, w)
+        assert ours <= best + 1e-9 * abs(best), objective
+
+
+def test_mean_variance_bounds_errors_and_trivial_bounds() -> None:
+    cov = factor_covariance(5, 1)
+    mu = _mu(5, 1)
+    with pytest.raises(AllocationError, match=r"infeasible bounds: sum\(upper\) = 0.5 < 1"):
+        mean_variance(cov, upper=np.full(5, 0.1))
+    with pytest.raises(AllocationError, match=r"infeasible bounds: sum\(lower\) = 1.5 > 1"):
+        mean_variance(cov, lower=np.full(5, 0.3))
+    with pytest.raises(AllocationError, match=r"infeasible bounds: lower 0\.3 > upper 0\.2 at index 0"):
+        mean_variance(cov, lower=np.r_[0.3, np.zeros(4)], upper=np.r_[0.2, np.ones(4)])
+    with pytest.raises(AllocationError, match="lower must be non-negative"):
+        mean_variance(cov, lower=np.r_[-0.1, np.zeros(4)])
+    with pytest.raises(AllocationError, match="upper size mismatch"):
+        mean_variance(cov, upper=np.ones(4))
+    with pytest.raises(AllocationError, match="no feasible portfolio has a positive"):
+        mean_variance(cov, np.r_[0.01, -np.ones(4)], objective="max_sharpe", upper=np.full(5, 0.25))
+    # Exactly tight bounds: the only feasible portfolio.
+    w = mean_variance(cov, lower=np.full(5, 0.2), upper=np.full(5, 0.2))
+    np.testing.assert_allclose(w, np.full(5, 0.2), atol=1e-15)
+    # Non-binding bounds give the unbounded answer.
+    for objective in OBJECTIVES:
+        free = mean_variance(cov, mu, objective=objective)  # type: ignore[arg-type]
+        boxed = mean_variance(cov, mu, objective=objective, lower=np.zeros(5), upper=np.ones(5))  # type: ignore[arg-type]
+        np.testing.assert_allclose(boxed, free, atol=1e-12)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_mean_variance_bounds_warm_start(objective: str) -> None:
+    cov = factor_covariance(100, 9)
+    mu = _mu(100, 10)
+    lo, hi = _box(100, 3)
+    kw = {"objective": objective, "risk_aversion": 5.0, "lower": lo, "upper": hi}
+    w_prev = mean_variance(cov, mu, **kw)  # type: ignore[arg-type]
+    bumped = mu * (1.0 + 0.01 * np.random.default_rng(5).uniform(-1, 1, 100))
+    cold: dict[str, int] = {}
+    warm: dict[str, int] = {}
+    w_cold = mean_variance(cov, bumped, info=cold, **kw)  # type: ignore[arg-type]
+    w_warm = mean_variance(cov, bumped, w0=w_prev, info=warm, **kw)  # type: ignore[arg-type]
+    np.testing.assert_allclose(w_warm, w_cold, atol=1e-11)
+    assert warm["iterations"] < cold["iterations"], (warm, cold)
+
+
+def test_compiled_and_numpy_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import _alloc
+
+    cov = _sample_cov(120, 60, 2)
+    mu = _mu(120, 2)
+    monkeypatch.setattr(allocation, "_kernel", _alloc)
+    ours = [risk_parity(cov)] + [mean_variance(cov, mu, objective=o) for o in OBJECTIVES]  # type: ignore[arg-type]
+    monkeypatch.setattr(allocation, "_kernel", None)
+    ref = [risk_parity(cov)] + [mean_variance(cov, mu, objective=o) for o in OBJECTIVES]  # type: ignore[arg-type]
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-10)
