@@ -242,3 +242,18 @@ async def test_the_status_page_renders_the_portfolio_in_headless_chromium(api, r
     assert "TRADING HALTED: drill" in dom
     assert "60.00 %" in dom and "-12.5" in dom
     assert '<span id="updated" class="muted">updated ' in dom, "the page did not reach /api/status"
+
+
+async def test_behind_the_proxy_the_audit_names_the_real_client(redis_client, redis_settings) -> None:
+    for trust, expected in ((True, "alice@203.0.113.7"), (False, "alice@127.0.0.1")):
+        settings = MainSettings(redis=redis_settings, venues=VenueSettings(venues=""),
+                                api=ApiSettings(token=SecretStr(TOKEN), trust_proxy=trust))
+        async with Gateway(settings.venues) as gateway:
+            app = build_app(Health("m"), serve_metrics=False)
+            add_routes(app, Api(settings, redis_client, gateway, Health("m")))
+            async with TestClient(TestServer(app)) as client:
+                resp = await client.put("/api/halt", json={"halted": False},
+                                        headers={**AUTH, "X-Real-IP": "203.0.113.7"})
+                assert resp.status == 200
+                (latest, *_) = await audit_records(client)
+                assert latest["actor"] == expected

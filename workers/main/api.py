@@ -103,7 +103,15 @@ class Api:
         name = request.headers.get("X-Actor", "api-token")
         if not ACTOR_RE.match(name):
             raise ApiError(400, "X-Actor must be 1-64 letters, digits, spaces or _.@-")
-        return f"{name}@{request.remote or '-'}"
+        return f"{name}@{self.client_address(request)}"
+
+    def client_address(self, request: web.Request) -> str:
+        """The caller's address: nginx's ``X-Real-IP`` when ``CSE_API_TRUST_PROXY=1``."""
+        if self.settings.api.trust_proxy:
+            forwarded = request.headers.get("X-Real-IP", "").strip()
+            if forwarded and len(forwarded) <= 64:
+                return forwarded
+        return request.remote or "-"
 
     async def guard(self, request: web.Request, action: str) -> str:
         """Authorize a mutating call; a refused one is audited too. Returns the actor."""
@@ -112,7 +120,7 @@ class Api:
             return self.actor(request)
         except ApiError as exc:
             name = request.headers.get("X-Actor", "anonymous")
-            who = f"{name if ACTOR_RE.match(name) else 'invalid-actor'}@{request.remote or '-'}"
+            who = f"{name if ACTOR_RE.match(name) else 'invalid-actor'}@{self.client_address(request)}"
             await self.trail.record(action, actor=who, outcome=f"denied ({exc.status})", error=exc.message)
             raise
 

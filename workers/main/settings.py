@@ -18,6 +18,8 @@ class ApiSettings(_Part):
     # Bearer token of the mutating endpoints (Swarm: the secret file /run/secrets/CSE_API_TOKEN).
     # Empty: mutating endpoints answer 403.
     token: SecretStr = SecretStr("")
+    # Behind nginx (the Swarm stack): take the client address from X-Real-IP for the audit log.
+    trust_proxy: bool = False
     recent_size: int = Field(500, ge=10, le=100_000, description="items kept per recent feed")
     preview_cache_s: float = Field(10.0, ge=0, le=3600, description="seconds a plan preview is reused")
 
