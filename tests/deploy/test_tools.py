@@ -66,7 +66,10 @@ def test_image_is_multi_stage_pinned_non_root_and_healthchecked() -> None:
     runtime_text = " ".join(runtime)
     for compiler in ("gcc", "g++", "build-essential", "clang", "make "):
         assert compiler not in runtime_text, f"{compiler} in the final stage"
-    assert "--only-binary=:all:" in " ".join(build), "no compiling in the build stage either"
+    build_text = " ".join(build)
+    assert "--only-binary=:all:" in build_text, "dependencies install from wheels, never compiled"
+    assert "COPY pyproject.toml setup.py" in build_text, "setup.py builds the allocation kernel"
+    assert "a.COMPILED" in build_text, "the build fails if the compiled kernel is missing"
 
 
 def test_dockerignore_files_agree() -> None:
