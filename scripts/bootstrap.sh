@@ -4,8 +4,8 @@
 #     time-series store); for the tests shellcheck, nginx, prometheus (promtool), the docker
 #     client and chromium; python3-venv when the interpreter lacks venv;
 #   - the virtual environment at .venv/ with the project and its dev/test extras.
-# Needs root or sudo only when a system package is missing. Re-running is cheap: the venv
-# is reinstalled only when pyproject.toml changed.
+# Needs root or sudo only when a system package is missing. Re-running is cheap: the project
+# is reinstalled only when pyproject.toml, setup.py or shared/_alloc.c changed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -56,6 +56,11 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 [ -n "$PYTHON" ] || { apt_install python3 python3-venv; PYTHON=python3; }
+# The allocation kernel (shared/_alloc.c) is compiled at install: a C compiler and Python's headers.
+command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
+if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  apt_install python3-dev
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
     apt_install python3-venv
@@ -64,8 +69,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-# 3. The project and its dependencies, when pyproject.toml changed.
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# 3. The project and its dependencies, when pyproject.toml or the compiled kernel's source changed.
+want=$(cat pyproject.toml setup.py shared/_alloc.c | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "installing the project into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
