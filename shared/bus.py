@@ -365,29 +365,9 @@ class ConsumerLoop:
                 now = time.monotonic()
                 if consumer.assignment():
                     self.assigned.set()
-                handler = self.handler
                 for tp, records in batch.items():
-                    decode = self.codecs[tp.topic].decode
-                    handled = 0
-                    for record in records:
-                        # the common path inline: decode, handle; a failure goes the slow way
-                        message = None
-                        try:
-                            message = decode(record.value or b"")
-                            await handler(message, record)
-                        except Exception as exc:
-                            if not await self._recover(record, message, exc):  # stopping
-                                break
-                        else:
-                            handled += 1
-                        offsets[tp] = record.offset + 1
-                    else:
-                        self.stats.consumed += handled
-                        self._uncounted[tp.topic] += handled
-                        continue
-                    self.stats.consumed += handled
-                    self._uncounted[tp.topic] += handled
-                    break
+                    if not await self._handle(tp, records, offsets):
+                        break  # asked to stop while retrying a transient failure
                 for topic, n in self._uncounted.items():
                     if n:
                         self._consumed_counter[topic].inc(n)
@@ -412,6 +392,33 @@ class ConsumerLoop:
             published.extend(self.bus.take_pending())
             if offsets:
                 await self._flush_and_commit(consumer, published, offsets)
+
+    async def _handle(self, tp: TopicPartition, records: list[ConsumerRecord],
+                      offsets: dict[TopicPartition, int]) -> bool:
+        """Decode and handle ``records`` in order, noting each finished offset in ``offsets``.
+
+        The common path is inline (decode, handle); a failure goes the slow way
+        (:meth:`_recover`). False if asked to stop mid-way (the rest stays uncommitted).
+        """
+        decode = self.codecs[tp.topic].decode
+        handler = self.handler
+        handled = 0
+        finished = True
+        for record in records:
+            message = None
+            try:
+                message = decode(record.value or b"")
+                await handler(message, record)
+            except Exception as exc:
+                if not await self._recover(record, message, exc):
+                    finished = False
+                    break
+            else:
+                handled += 1
+            offsets[tp] = record.offset + 1
+        self.stats.consumed += handled
+        self._uncounted[tp.topic] += handled
+        return finished
 
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer,
                                 pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]],

@@ -7,16 +7,15 @@ import contextlib
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from aiokafka import ConsumerRecord
 
 from shared import coordination, metrics
 from shared.bus import Bus, ConsumerLoop, Handler
 from shared.lifecycle import WorkerContext
-from shared.metrics import ReadyCheck
 from shared.settings import CommonSettings
 from shared.timeseries import TimeSeriesWriter
 
 PROBE_INTERVAL_S = 5.0
+DEPENDENCY_LABEL = {"store": "influxdb"}  # the alert rules' name for the time-series store
 
 
 @dataclass
@@ -45,8 +44,7 @@ async def open_services(ctx: WorkerContext, settings: CommonSettings) -> Service
     ctx.health.add_check("kafka", kafka_ok)
     ctx.health.add_check("redis", redis_ok)
     ctx.health.add_check("store", store_ok)
-    probe = asyncio.create_task(_probe_dependencies(ctx, {"kafka": kafka_ok, "redis": redis_ok,
-                                                          "influxdb": store_ok}), name="probe")
+    probe = asyncio.create_task(_probe_dependencies(ctx), name="probe")
 
     async def stop_probe() -> None:
         probe.cancel()
@@ -57,16 +55,11 @@ async def open_services(ctx: WorkerContext, settings: CommonSettings) -> Service
     return Services(bus, redis, tsdb)
 
 
-async def _probe_dependencies(ctx: WorkerContext, checks: dict[str, ReadyCheck],
-                              every_s: float = PROBE_INTERVAL_S) -> None:
-    """``cse_dependency_up{dependency}`` for the alerts: each check every few seconds."""
+async def _probe_dependencies(ctx: WorkerContext, every_s: float = PROBE_INTERVAL_S) -> None:
+    """``cse_dependency_up{dependency}`` for the alerts: the readiness checks, every few seconds."""
     while not ctx.stopping.is_set():
-        for name, check in checks.items():
-            try:
-                ok = bool(await asyncio.wait_for(check(), 3))
-            except Exception:
-                ok = False
-            metrics.DEPENDENCY_UP.labels(name).set(1 if ok else 0)
+        for name, ok in (await ctx.health.ready()).items():
+            metrics.DEPENDENCY_UP.labels(DEPENDENCY_LABEL.get(name, name)).set(1 if ok else 0)
         if await ctx.sleep(every_s):
             return
 
@@ -90,6 +83,3 @@ def consumer(services: Services, settings: CommonSettings, topics: list[str], gr
              handler: Handler) -> ConsumerLoop:
     return ConsumerLoop(services.bus, settings.kafka, topics, group, handler)
 
-
-async def count_only(_message: object, _record: ConsumerRecord) -> None:
-    """Handler of workers whose logic is not built yet: consume and commit."""

@@ -1,0 +1,36 @@
+"""cse_dependency_up follows the worker's readiness checks, under the alert rules' names."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from shared import metrics
+from shared.lifecycle import WorkerContext
+from shared.runtime import _probe_dependencies
+from shared.settings import ObservabilitySettings
+
+
+async def test_each_readiness_check_becomes_a_dependency_gauge() -> None:
+    health = metrics.Health("probe-test")
+    state = {"redis": True}
+
+    async def redis_ok() -> bool:
+        return state["redis"]
+
+    async def store_ok() -> bool:
+        raise OSError("connection refused")
+
+    health.add_check("redis", redis_ok)
+    health.add_check("store", store_ok)
+    async with contextlib.AsyncExitStack() as stack:
+        ctx = WorkerContext("probe-test", ObservabilitySettings(), asyncio.Event(), health, stack, 0)
+        task = asyncio.create_task(_probe_dependencies(ctx, every_s=0.05))
+        await asyncio.sleep(0.1)
+        assert metrics.DEPENDENCY_UP.labels("redis")._value.get() == 1
+        assert metrics.DEPENDENCY_UP.labels("influxdb")._value.get() == 0, "store is named influxdb"
+        state["redis"] = False
+        await asyncio.sleep(0.15)
+        assert metrics.DEPENDENCY_UP.labels("redis")._value.get() == 0
+        ctx.stopping.set()
+        await asyncio.wait_for(task, 1)
