@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +30,7 @@ from redis.exceptions import RedisError
 
 from shared.errors import StaleLeader, TransientError
 from shared.logs import get_logger
+from shared.messages import now_ms
 from shared.settings import RedisSettings
 
 log = get_logger("coordination")
@@ -52,9 +52,9 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 return token
 """
 
-# KEYS[1]=lock  ARGV[1]=owner ARGV[2]=token
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] .. ':' .. ARGV[2] then
+# Delete KEYS[1] only if it still holds ARGV[1] (a lock or lease we own, not a successor's).
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -111,7 +111,7 @@ class LeaderLock:
         self.seen_key = f"{prefix}fence-seen:{name}"
         self.token: int | None = None
         self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(_DELETE_IF)
         self._fenced_set = client.register_script(_FENCED_SET)
         self._fence_check = client.register_script(_FENCE_CHECK)
 
@@ -136,7 +136,7 @@ class LeaderLock:
         if self.token is None:
             return
         with contextlib.suppress(RedisError):
-            await self._release(keys=[self.lock_key], args=[self.owner, self.token])
+            await self._release(keys=[self.lock_key], args=[f"{self.owner}:{self.token}"])
         self.token = None
 
     async def holder(self) -> tuple[str, int] | None:
@@ -271,7 +271,7 @@ class WorkShare:
         self.owned: set[str] = set()
         self._gate = client.register_script(_GATE)
         self._lease = client.register_script(_LEASE)
-        self._release_lease = client.register_script(_RELEASE_LEASE)
+        self._release_lease = client.register_script(_DELETE_IF)
 
     @staticmethod
     def _weight(member: str, item: str) -> int:
@@ -279,9 +279,9 @@ class WorkShare:
                               "big")
 
     async def live_members(self) -> list[str]:
-        now_ms = _now_ms()
-        await self.client.zremrangebyscore(self.members_key, "-inf", now_ms)
-        raw = await self.client.zrangebyscore(self.members_key, now_ms, "+inf")
+        now = now_ms()
+        await self.client.zremrangebyscore(self.members_key, "-inf", now)
+        raw = await self.client.zrangebyscore(self.members_key, now, "+inf")
         return sorted(m.decode() for m in raw)
 
     def assign(self, items: list[str], members: list[str]) -> dict[str, str]:
@@ -290,7 +290,7 @@ class WorkShare:
     async def refresh(self, items: list[str]) -> set[str]:
         """Heartbeat, recompute the assignment, take or renew our leases, drop the rest."""
         try:
-            await self.client.zadd(self.members_key, {self.member: _now_ms() + self.ttl_ms})
+            await self.client.zadd(self.members_key, {self.member: now_ms() + self.ttl_ms})
             mine = {i for i, m in self.assign(items, await self.live_members()).items()
                     if m == self.member}
             owned = set()
@@ -322,14 +322,3 @@ class WorkShare:
                 await self._release(item)
         self.owned = set()
 
-
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

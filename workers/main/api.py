@@ -37,7 +37,7 @@ from shared.errors import CseError, TransientError
 from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.logs import get_logger
-from shared.messages import ARB_OPPORTUNITIES, ORDERS_EXECUTIONS, PORTFOLIO_REBALANCE
+from shared.messages import ARB_OPPORTUNITIES, ORDERS_EXECUTIONS, PORTFOLIO_REBALANCE, now_ms
 from workers.main.openapi import spec
 from workers.main.settings import MainSettings
 from workers.main.status_page import PAGE
@@ -205,7 +205,7 @@ async def status(request: web.Request) -> web.Response:
     checks = await api.health.ready()
     return web.json_response({
         "service": "cryptospreadedge-main",
-        "ts_ms": int(time.time() * 1000),
+        "ts_ms": now_ms(),
         "halt": await api.halt.state(),
         "portfolio": portfolio,
         "rebalance": {"leader": holder[0] if holder else None, "last": plans[0] if plans else None},
