@@ -591,24 +591,17 @@ class Venue:
         p.choice("selfTradePreventionMode", ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"),
                  errors.illegal("selfTradePreventionMode",
                                 "^(NONE|EXPIRE_TAKER|EXPIRE_MAKER|EXPIRE_BOTH)$"))
-        extra = [k for k in p.values if k not in ORDER_PARAMS and k not in
-                 ("timestamp", "recvWindow", "signature")]
+        extra = [k for k in p.values if k not in ORDER_PARAMS and k not in SIGNING]
         if extra:  # stopPrice, icebergQty, trailingDelta...: not for the order types we take
             raise errors.not_required(extra[0])
-        if otype == LIMIT:
-            if tif is None:
+        if otype != MARKET:  # LIMIT and LIMIT_MAKER
+            if otype == LIMIT_MAKER:
+                if tif is not None:
+                    raise errors.not_required("timeInForce")
+            elif tif is None:
                 raise errors.mandatory("timeInForce")
-            if tif not in TIME_IN_FORCE:
+            elif tif not in TIME_IN_FORCE:
                 raise ApiError(-1115, "Invalid timeInForce.")
-            if price is None:
-                raise errors.mandatory("price")
-            if qty is None:
-                raise errors.mandatory("quantity")
-            if quote_qty is not None:
-                raise errors.not_required("quoteOrderQty")
-        elif otype == LIMIT_MAKER:
-            if tif is not None:
-                raise errors.not_required("timeInForce")
             if price is None:
                 raise errors.mandatory("price")
             if qty is None:
