@@ -55,12 +55,6 @@ def promtool() -> str:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def yaml_parser() -> None:
-    if not yamlio.yaml_available():
-        pytest.fail("no YAML parser: install PyYAML in the venv or Debian's python3-yaml")
-
-
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
 

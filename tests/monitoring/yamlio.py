@@ -1,57 +1,21 @@
-"""Read and write the monitoring YAML files without a hard dependency on PyYAML.
+"""Read the monitoring YAML files, and write the block-style YAML the generated files use.
 
-The project's virtualenv does not ship PyYAML, so ``load`` uses it when importable and
-otherwise asks a system Python that has it (Debian's python3-yaml) to convert the file to
-JSON. ``dump`` writes the block-style YAML subset the generated files use: mappings, lists
-and scalars, strings JSON-quoted (a JSON string is a valid YAML double-quoted scalar).
+``load`` is PyYAML's ``safe_load`` (PyYAML is in the test extra). ``dump`` writes mappings, lists
+and scalars with strings JSON-quoted (a JSON string is a valid YAML double-quoted scalar) and no
+line folding, so a generated file reads like the hand-written ones.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-_CONVERT = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
-
-
-def _system_pythons() -> list[str]:
-    found = []
-    for candidate in ("/usr/bin/python3", shutil.which("python3")):
-        if candidate and Path(candidate).exists() and candidate not in found:
-            found.append(candidate)
-    return found
-
-
-def yaml_available() -> bool:
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        return any(
-            subprocess.run([py, "-c", "import yaml"], capture_output=True).returncode == 0
-            for py in _system_pythons()
-        )
-    return True
-
-
-def loads(text: str) -> Any:
-    try:
-        import yaml
-    except ImportError:
-        for py in _system_pythons():
-            done = subprocess.run([py, "-c", _CONVERT], input=text, capture_output=True, text=True)
-            if done.returncode == 0:
-                return json.loads(done.stdout)
-            if "No module named 'yaml'" not in done.stderr:
-                raise ValueError(f"invalid YAML: {done.stderr.strip()[-500:]}") from None
-        raise RuntimeError("no YAML parser: install PyYAML in the venv or Debian's python3-yaml") from None
-    return yaml.safe_load(text)
+import yaml
 
 
 def load(path: Path) -> Any:
-    return loads(Path(path).read_text())
+    return yaml.safe_load(Path(path).read_text())
 
 
 def _scalar(value: Any) -> str:
