@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shared.portfolio import median_mids
 from workers.monitor import valuation as val
 
 
 def test_median_mid_across_venues_and_valuation_by_asset_and_venue() -> None:
     quotes = {("a", "BTC/USDT"): (99.0, 101.0), ("b", "BTC/USDT"): (101.0, 103.0),
               ("c", "BTC/USDT"): (200.0, 202.0), ("a", "ETH/USDT"): (9.0, 11.0)}
-    prices = val.median_mids(quotes)
+    prices = median_mids(quotes)
     assert prices == {"BTC": 102.0, "ETH": 10.0}
     v = val.value({("a", "BTC"): 1.0, ("b", "BTC"): 0.5, ("a", "USDT"): 47.0, ("b", "ETH"): 2.0,
                    ("b", "DOGE"): 3.0}, prices, "USDT")

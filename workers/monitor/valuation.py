@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -19,15 +18,6 @@ class Valuation:
     allocation: dict[str, float]  # by_asset / total
     prices: dict[str, float]
     missing_prices: list[str] = field(default_factory=list)
-
-
-def median_mids(quotes: dict[tuple[str, str], tuple[float, float]]) -> dict[str, float]:
-    """(venue, "BTC/USDT") -> (bid, ask)  =>  {"BTC": median mid across venues}."""
-    mids: dict[str, list[float]] = defaultdict(list)
-    for (_venue, symbol), (bid, ask) in quotes.items():
-        if bid > 0 and ask > 0:
-            mids[symbol.split("/")[0]].append((bid + ask) / 2)
-    return {asset: statistics.median(values) for asset, values in mids.items()}
 
 
 def value(holdings: dict[tuple[str, str], float], prices: dict[str, float], quote: str) -> Valuation:

@@ -41,6 +41,7 @@ from shared.messages import (
     RebalancePlan,
     now_ms,
 )
+from shared.portfolio import median_mids, read_venue
 from shared.runtime import Services, consume_until_stopped, consumer, open_services
 from workers.monitor import valuation as val
 from workers.monitor.settings import MonitorParams, MonitorSettings
@@ -86,7 +87,6 @@ class Monitor:
         self.bus = bus
         self.tsdb = tsdb
         self.quote = symbols[0].split("/")[1] if symbols else "USDT"
-        self.tracked = {s.split("/")[0] for s in symbols} | {self.quote}
         base = f"{prefix}monitor:{params.account}:"
         self.k_baseline, self.k_peak, self.k_latest = base + "baseline", base + "peak", base + "latest"
         self.k_fee = f"{prefix}monitor:fee:"
@@ -99,15 +99,9 @@ class Monitor:
 
     # -- balances and valuation --------------------------------------------------------------
     async def _fetch_venue(self, venue: str) -> None:
-        markets = await self.gateway.call(venue, "load_markets")
-        listed = sorted(s for s in self.symbols if s in markets)
-        balance = await self.gateway.call(venue, "fetch_balance")
-        tickers = await self.gateway.call(venue, "fetch_tickers", listed) if listed else {}
-        self.holdings[venue] = {a: float(q) for a, q in (balance.get("total") or {}).items()
-                                if q and a in self.tracked}
-        for symbol, t in tickers.items():
-            if t.get("bid") and t.get("ask"):
-                self.quotes[(venue, symbol)] = (float(t["bid"]), float(t["ask"]))
+        view = await read_venue(self.gateway, venue, self.symbols)
+        self.holdings[venue] = view.total
+        self.quotes.update({(venue, s): q for s, q in view.quotes.items()})
 
     async def poll(self) -> val.Valuation:
         """Value the portfolio now; update the metrics, Redis state, the topic and the store."""
@@ -122,7 +116,7 @@ class Monitor:
                 log.warning("monitor_venue_unavailable", venue=venue, error=str(result)[:200],
                             known=venue in self.holdings)
         STALE_VENUES.set(len(stale))
-        self.prices = val.median_mids(self.quotes)
+        self.prices = median_mids(self.quotes)
         holdings = {(v, a): q for v, assets in self.holdings.items() for a, q in assets.items()}
         valuation = val.value(holdings, self.prices, self.quote)
         if valuation.missing_prices:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +53,7 @@ from shared.messages import (
     RebalancePlan,
     now_ms,
 )
+from shared.portfolio import median_mids, read_venue
 from shared.settings import RebalanceSettings
 from workers.rebalancer.plan import Holding, Plan, plan_orders
 
@@ -105,30 +105,16 @@ class RebalanceEngine:
         return self.settings.band
 
     async def snapshot(self) -> Snapshot:
-        holdings: list[Holding] = []
-        mids: dict[str, list[float]] = {}
         snap = Snapshot([], {}, {})
-        tracked = {s.split("/")[0] for s in self.symbols} | {self.quote}
         for venue in self.gateway.venues:
-            markets = await self.gateway.call(venue, "load_markets")
-            snap.listed[venue] = {s for s in self.symbols if s in markets}
-            for symbol in snap.listed[venue]:
-                cost_min = ((markets[symbol].get("limits") or {}).get("cost") or {}).get("min")
-                if cost_min:
-                    snap.min_cost[(venue, symbol)] = float(cost_min)
-            balance = await self.gateway.call(venue, "fetch_balance")
-            free = balance.get("free") or {}
-            for asset, qty in (balance.get("total") or {}).items():
-                if qty and asset in tracked:
-                    holdings.append(Holding(venue, asset, float(qty), float(free.get(asset) or 0.0)))
-            tickers = await self.gateway.call(venue, "fetch_tickers", sorted(snap.listed[venue]))
-            for symbol, t in tickers.items():
-                if t.get("bid") and t.get("ask"):
-                    snap.quotes[(venue, symbol)] = (float(t["bid"]), float(t["ask"]))
-                    mids.setdefault(symbol.split("/")[0], []).append((t["bid"] + t["ask"]) / 2)
-        snap.holdings = holdings
-        snap.prices = {asset: statistics.median(values) for asset, values in mids.items()}
+            view = await read_venue(self.gateway, venue, self.symbols)
+            snap.listed[venue] = view.listed
+            snap.min_cost.update({(venue, s): c for s, c in view.min_cost.items()})
+            snap.quotes.update({(venue, s): q for s, q in view.quotes.items()})
+            snap.holdings += [Holding(venue, a, q, view.free.get(a, 0.0)) for a, q in view.total.items()]
+        snap.prices = median_mids(snap.quotes)
         return snap
+
     async def covariance(self, assets: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Daily covariance and expected daily returns of ``assets``."""
         n = len(assets)
