@@ -18,6 +18,15 @@ def cid(tag: str) -> str:
     return f"t-{tag}-{uuid.uuid4().hex[:12]}"
 
 
+async def market_order(ex: Any, symbol: str, side: str, amount: float, client_id: str
+                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A market order between two balance reads: (before, order, after)."""
+    before = await ex.fetch_balance()
+    order = await ex.create_order(symbol, "market", side, amount, None, {"clientOrderId": client_id})
+    after = await ex.fetch_balance()
+    return before, order, after
+
+
 async def test_balance_is_the_starting_balance(venue_sim: SimVenue) -> None:
     async with ccxt_client(venue_sim, "perf") as ex:
         balance = await ex.fetch_balance()
@@ -28,13 +37,10 @@ async def test_balance_is_the_starting_balance(venue_sim: SimVenue) -> None:
 async def test_market_buy_walks_the_book_and_charges_the_taker_fee(venue_sim: SimVenue) -> None:
     async with ccxt_client(venue_sim, "trading") as ex:
         await ex.load_markets()
-        before = await ex.fetch_balance()
         book = await ex.fetch_order_book("DOGE/USDT", 20)
         amount = float(round(sum(size for _p, size in book["asks"][:4])))  # a few levels deep
         client_id = cid("mkt")
-        order = await ex.create_order("DOGE/USDT", "market", "buy", amount, None,
-                                      {"clientOrderId": client_id})
-        after = await ex.fetch_balance()
+        before, order, after = await market_order(ex, "DOGE/USDT", "buy", amount, client_id)
     assert order["status"] == "closed" and order["clientOrderId"] == client_id
     assert order["filled"] == amount
     fills = order["trades"]
@@ -54,9 +60,7 @@ async def test_market_buy_walks_the_book_and_charges_the_taker_fee(venue_sim: Si
 async def test_market_sell_pays_the_fee_in_the_quote_asset(venue_sim: SimVenue) -> None:
     async with ccxt_client(venue_sim, "trading") as ex:
         await ex.load_markets()
-        before = await ex.fetch_balance()
-        order = await ex.create_order("ETH/USDT", "market", "sell", 0.5, None, {"clientOrderId": cid("sell")})
-        after = await ex.fetch_balance()
+        before, order, after = await market_order(ex, "ETH/USDT", "sell", 0.5, cid("sell"))
     assert order["status"] == "closed" and order["fee"]["currency"] == "USDT"
     assert order["fee"]["cost"] == pytest.approx(order["cost"] * FEE, rel=1e-9)
     assert before["ETH"]["total"] - after["ETH"]["total"] == pytest.approx(0.5, abs=1e-12)
@@ -220,8 +224,6 @@ async def test_my_trades_and_trading_fees(venue_sim: SimVenue) -> None:
 async def test_triangle_cross_pair_trades_in_btc(venue_sim: SimVenue) -> None:
     async with ccxt_client(venue_sim, "trading") as ex:
         await ex.load_markets()
-        before = await ex.fetch_balance()
-        order = await ex.create_order("ETH/BTC", "market", "buy", 0.1, None, {"clientOrderId": cid("x")})
-        after = await ex.fetch_balance()
+        before, order, after = await market_order(ex, "ETH/BTC", "buy", 0.1, cid("x"))
     assert order["status"] == "closed" and order["fee"]["currency"] == "ETH"
     assert before["BTC"]["total"] - after["BTC"]["total"] == pytest.approx(order["cost"], rel=1e-9)
