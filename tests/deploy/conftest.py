@@ -1,8 +1,10 @@
-"""Helpers of the deployment checks: paths, and the tools they need (skip when absent)."""
+"""Helpers of the deployment and monitoring checks: paths, and the tools they need."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,11 @@ PROMETHEUS_CONF = ROOT / "infrastructure" / "monitoring" / "prometheus-portfolio
 
 
 def require_tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
+    """The tool's path, looked up on PATH, beside the venv's python (pip-installed binaries such as
+    hadolint) and in /usr/sbin (Debian's nginx). scripts/bootstrap.sh installs every tool the tests
+    use, so a missing one fails the test rather than skipping it."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent), "/usr/sbin"])
+    path = shutil.which(name, path=search)
     if path is None:
-        pytest.skip(f"`{name}` is not installed ({hint}; scripts/bootstrap.sh installs it)")
+        pytest.fail(f"`{name}` is not installed ({hint}): run scripts/bootstrap.sh")
     return path

