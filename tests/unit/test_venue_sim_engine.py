@@ -60,10 +60,7 @@ class Sim:
 
     def tick(self, ms: int = 200) -> None:
         self.now += ms
-        for spec in self.specs:
-            old = self.engine.books.get(spec.id)
-            self.engine.set_book(self.source.book(spec, self.now, (old.update_id if old else 0) + 1),
-                                 self.now)
+        self.engine.advance(self.source, self.now)
 
     def place(self, symbol: str, side: str, otype: str, qty: str | None = None, price: str | None = None,
               tif: str | None = None, quote: str | None = None, client_id: str | None = None,

@@ -37,13 +37,16 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from workers.venue_sim import errors
 from workers.venue_sim.book import BUY, SELL, Book
 from workers.venue_sim.symbols import SymbolSpec, fmt
+
+if TYPE_CHECKING:
+    from workers.venue_sim.source import MarketSource
 
 NEW = "NEW"
 PARTIALLY_FILLED = "PARTIALLY_FILLED"
@@ -261,6 +264,14 @@ class Engine:
             book = Book(self.specs[symbol_id], empty, empty, empty.copy(), empty.copy(), 0, 0)
             self.books[symbol_id] = book
         return book
+
+    def advance(self, source: MarketSource, now_ms: int) -> None:
+        """New books from ``source`` for every symbol; resting orders they cross are filled."""
+        for spec in self.specs.values():
+            old = self.books.get(spec.id)
+            book = source.book(spec, now_ms, (old.update_id if old else 0) + 1)
+            if book is not None:  # replay: nothing recorded yet for this symbol
+                self.set_book(book, now_ms)
 
     def set_book(self, book: Book, now_ms: int) -> None:
         """Install the symbol's new book and fill the resting orders it crosses."""

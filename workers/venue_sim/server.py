@@ -174,11 +174,7 @@ class Venue:
 
     def tick(self, now: int) -> None:
         """New books for every symbol; resting orders that they cross are filled."""
-        for spec in self.specs.values():
-            old = self.engine.books.get(spec.id)
-            book = self.source.book(spec, now, (old.update_id if old else 0) + 1)
-            if book is not None:
-                self.engine.set_book(book, now)
+        self.engine.advance(self.source, now)
         self.ticks += 1
 
     async def run_clock(self) -> None:
