@@ -100,10 +100,6 @@ class RebalanceEngine:
         self.quote = symbols[0].split("/")[1] if symbols else "USDT"
         self._last_weights: tuple[list[str], np.ndarray] | None = None
 
-    @property
-    def band(self) -> float:
-        return self.settings.band
-
     async def snapshot(self) -> Snapshot:
         snap = Snapshot([], {}, {})
         for venue in self.gateway.venues:
@@ -187,28 +183,26 @@ class RebalanceEngine:
         targets, predicted = self.targets(assets, cov, mu)
         plan = plan_orders(snap.holdings, snap.prices, targets, quote=self.quote, plan_id=plan_id,
                            fee_rate=s.fee_rate, slippage_bps=s.slippage_bps,
-                           min_notional=s.min_notional, max_orders=s.max_orders, band=self.band,
+                           min_notional=s.min_notional, max_orders=s.max_orders, band=s.band,
                            listed=snap.listed, quotes=snap.quotes, venue_min_notional=snap.min_cost)
         current = np.array([plan.current_weights.get(a, 0.0) for a in assets])
         actual = float(math.sqrt(current @ cov @ current))
-        if preview:
-            return RebalancePlan(
-                id=plan_id, account=self.account, method=s.method, dry_run=True, status="planned",
-                target_weights=targets, current_weights=plan.current_weights, orders=plan.orders,
-                skipped=plan.skipped, predicted_vol=predicted, ts_ms=now_ms()), plan
-        ACTUAL_VOL.set(actual)
-        TARGET_VOL.set(s.vol_target if s.vol_target_enabled else predicted)
-        ORDERS_SKIPPED.inc(plan.skipped)
-        await self._publish_snapshot(snap)
-        if s.dry_run:
-            status = "planned"
-            await self._report_planned(plan_id, plan.orders)
-        else:
-            status = await self._execute(plan_id, plan, snap)
+        status = "planned"
+        if not preview:
+            ACTUAL_VOL.set(actual)
+            TARGET_VOL.set(s.vol_target if s.vol_target_enabled else predicted)
+            ORDERS_SKIPPED.inc(plan.skipped)
+            await self._publish_snapshot(snap)
+            if s.dry_run:
+                await self._report_planned(plan_id, plan.orders)
+            else:
+                status = await self._execute(plan_id, plan, snap)
         message = RebalancePlan(
             id=plan_id, account=self.account, method=s.method, dry_run=s.dry_run, status=status,
             target_weights=targets, current_weights=plan.current_weights, orders=plan.orders,
             skipped=plan.skipped, predicted_vol=predicted, fencing_token=fencing_token, ts_ms=now_ms())
+        if preview:
+            return message, plan
         if self.bus is not None:
             await self.bus.send(PORTFOLIO_REBALANCE, message)
         self._write_series(message, plan, actual)
@@ -240,16 +234,18 @@ class RebalanceEngine:
                 "target": message.target_weights.get(asset, 0.0),
                 "current": message.current_weights.get(asset, 0.0)})
 
-    async def _report(self, execution: Execution) -> None:
+    async def _report(self, plan_id: str, order: PlannedOrder, **outcome: Any) -> None:
+        """One order's outcome to ``orders.executions`` (status, amount, fills... in ``outcome``)."""
         if self.bus is not None:
-            await self.bus.send(ORDERS_EXECUTIONS, execution)
+            await self.bus.send(ORDERS_EXECUTIONS, Execution(
+                id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
+                symbol=order.symbol, side=order.side, client_order_id=order.client_order_id,
+                ts_ms=now_ms(), **outcome))
 
     async def _report_planned(self, plan_id: str, orders: list[PlannedOrder]) -> None:
         for o in orders:
-            await self._report(Execution(
-                id=o.client_order_id, source="rebalancer", parent_id=plan_id, venue=o.venue,
-                symbol=o.symbol, side=o.side, client_order_id=o.client_order_id, status="planned",
-                amount=o.amount, average=o.price, dry_run=True, ts_ms=now_ms()))
+            await self._report(plan_id, o, status="planned", amount=o.amount, average=o.price,
+                               dry_run=True)
 
     async def _free_quote(self, venue: str) -> float:
         balance = await self.gateway.call(venue, "fetch_balance")
@@ -278,10 +274,8 @@ class RebalanceEngine:
                 audit("order", actor="portfolio-rebalancer", outcome="failed", plan=plan_id,
                       venue=order.venue, symbol=order.symbol, side=order.side,
                       client_order_id=order.client_order_id, error=str(exc)[:200])
-                await self._report(Execution(
-                    id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
-                    symbol=order.symbol, side=order.side, client_order_id=order.client_order_id,
-                    status="failed", amount=order.amount, error=str(exc)[:300], ts_ms=now_ms()))
+                await self._report(plan_id, order, status="failed", amount=order.amount,
+                                   error=str(exc)[:300])
                 continue
             if result is None:
                 continue  # already placed under this id: reported by whoever placed it
@@ -332,12 +326,10 @@ class RebalanceEngine:
         filled = float(result.get("filled") or 0.0)
         status = "filled" if filled >= amount * (1 - 1e-9) else "partial" if filled > 0 else "canceled"
         fee = result.get("fee") or {}
-        await self._report(Execution(
-            id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
-            symbol=order.symbol, side=order.side, client_order_id=order.client_order_id, status=status,
-            amount=amount, filled=filled, average=result.get("average"), fee=float(fee.get("cost") or 0.0),
-            fee_currency=fee.get("currency"), order_id=str(result["id"]) if result.get("id") else None,
-            ts_ms=now_ms()))
+        await self._report(plan_id, order, status=status, amount=amount, filled=filled,
+                           average=result.get("average"), fee=float(fee.get("cost") or 0.0),
+                           fee_currency=fee.get("currency"),
+                           order_id=str(result["id"]) if result.get("id") else None)
         audit("order", actor="portfolio-rebalancer", outcome=status, plan=plan_id, venue=order.venue,
               symbol=order.symbol, side=order.side, amount=amount, price=price, filled=filled,
               client_order_id=order.client_order_id)
