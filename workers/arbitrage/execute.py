@@ -3,7 +3,8 @@
 For an opportunity from ``arb.opportunities`` (see :mod:`workers.arbitrage.ledger` for
 ``new``/``recover``/``busy``/``done``):
 
-1. the kill switch stops any *new* execution at once (recovery of started ones goes on);
+1. the trading halt (:mod:`shared.halt`) stops any *new* execution at once (recovery of
+   started ones goes on; detection goes on);
 2. the balances both legs use are reserved in Redis (quote on the buy venue, base on the
    sell venue), so concurrent replicas never over-commit a venue;
 3. both legs go out concurrently as IOC limit orders at the opportunity's worst
@@ -35,6 +36,7 @@ from shared.audit import audit
 from shared.bus import Bus
 from shared.errors import CseError, ExchangeRejected, ExchangeUnavailable, TransientError
 from shared.gateway import Gateway
+from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import ORDERS_EXECUTIONS, Execution, Opportunity, now_ms
 from shared.timeseries import TimeSeriesWriter
@@ -108,12 +110,13 @@ def quote_fee(order: dict[str, Any] | None, symbol: str) -> float:
 class Executor:
     """Handler of ``arb.opportunities``: executes each opportunity at most once."""
 
-    def __init__(self, gateway: Gateway, bus: Bus, ledger: ExecutionLedger,
+    def __init__(self, gateway: Gateway, bus: Bus, ledger: ExecutionLedger, halt: Halt,
                  tsdb: TimeSeriesWriter | None, *, dry_run: bool, hedge_max_loss_bps: float,
                  balances: Any, slippage_bps: float = 0.0):
         self.gateway = gateway
         self.bus = bus
         self.ledger = ledger
+        self.halt = halt
         self.tsdb = tsdb
         self.dry_run = dry_run
         self.hedge_max_loss_bps = hedge_max_loss_bps
@@ -136,7 +139,7 @@ class Executor:
         if state == "recover":
             settlement = await self._recover(opp)
         else:
-            if await self.ledger.halted():
+            if (await self.halt.state())["halted"]:
                 await self.ledger.finish(opp.id, "halted")
                 EXECUTIONS.labels("halted").inc()
                 return

@@ -1,4 +1,4 @@
-"""Execution state in Redis: who executes an opportunity, what it reserved, the kill switch.
+"""Execution state in Redis: who executes an opportunity and what it reserved.
 
 An opportunity id is deterministic, and the ``arb.opportunities`` consumer group may deliver
 it again (a replica died mid-execution, a commit was lost). :meth:`ExecutionLedger.begin`
@@ -88,7 +88,6 @@ class ExecutionLedger:
         self.prefix = prefix
         self.lease_ms = int(lease_s * 1000)
         self.keep_ms = int(keep_s * 1000)
-        self.halt_key = f"{prefix}halt"
         self.drift_key = f"{prefix}arb:drift"
         self._begin = client.register_script(_BEGIN)
         self._reserve = client.register_script(_RESERVE)
@@ -131,16 +130,6 @@ class ExecutionLedger:
     async def state(self, opportunity_id: str) -> dict[str, str]:
         raw = await self.client.hgetall(self._key(opportunity_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
-
-    async def halted(self) -> bool:
-        """The kill switch: while set, no new execution starts (detection goes on)."""
-        return bool(await self.client.exists(self.halt_key))
-
-    async def set_halt(self, on: bool, reason: str = "") -> None:
-        if on:
-            await self.client.set(self.halt_key, reason or "halted")
-        else:
-            await self.client.delete(self.halt_key)
 
     async def add_drift(self, payload: str) -> None:
         """Inventory left over after a failed hedge, for the rebalancer to absorb."""

@@ -137,7 +137,8 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
     detector = build_detector(settings)
     ledger = ExecutionLedger(services.redis, owner=default_owner(), prefix=settings.redis.key_prefix,
                              lease_s=settings.arb.lease_s)
-    executor = Executor(gateway, services.bus, ledger, services.tsdb, dry_run=settings.arb.dry_run,
+    halt = Halt(services.redis, settings.redis.key_prefix)
+    executor = Executor(gateway, services.bus, ledger, halt, services.tsdb, dry_run=settings.arb.dry_run,
                         hedge_max_loss_bps=settings.arb.hedge_max_loss_bps,
                         balances=None if settings.arb.dry_run else balances.available,
                         slippage_bps=settings.arb.slippage_bps)
@@ -163,7 +164,7 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
         if gateway.venues and not settings.arb.dry_run else None
     # the executor reads the persisted halt before every execution; the watch makes a change
     # visible (logged, HALTED gauge) the moment it is published
-    watch = HaltWatch(Halt(services.redis, settings.redis.key_prefix))
+    watch = HaltWatch(halt)
     ctx.stack.push_async_callback(_stop_task, asyncio.create_task(watch.run(ctx.stopping), name="halt"))
     try:
         await consume_until_stopped(ctx, loops)
