@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from shared.gateway import Gateway
 
 
+def monitor_key(prefix: str, account: str, what: str) -> str:
+    """Where the monitor keeps its state in Redis (``baseline``, ``peak``, ``latest``)."""
+    return f"{prefix}monitor:{account}:{what}"
+
+
 @dataclass
 class VenueView:
     venue: str

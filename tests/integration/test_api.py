@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from shared.gateway import Gateway, VenueSettings
 from shared.halt import Halt, HaltWatch
 from shared.metrics import Health, build_app
+from shared.portfolio import monitor_key
 from tests.integration.conftest import SimVenue, start_venue
 from workers.main.api import Api, add_routes
 from workers.main.openapi import spec
@@ -160,7 +161,7 @@ async def test_portfolio_comes_from_the_monitor_and_recent_feeds_from_the_broker
     assert resp.status == 503 and "portfolio-monitor" in (await resp.json())["error"]
     doc = {"total_value": 123.0, "quote": "USDT", "allocation": {"USDT": 1.0}, "drawdown": 0.0,
            "pnl_by_exchange": {"api-a": 0.0}, "pnl_total": 0.0}
-    await redis_client.set(f"{redis_settings.key_prefix}monitor:main:latest", json.dumps(doc))
+    await redis_client.set(monitor_key(redis_settings.key_prefix, "main", "latest"), json.dumps(doc))
     assert await (await client.get("/api/portfolio")).json() == doc
 
     group = f"api-test-{uuid.uuid4().hex[:6]}"
@@ -224,7 +225,7 @@ async def test_the_status_page_renders_the_portfolio_in_headless_chromium(api, r
     client, _ = api
     doc = {"total_value": 98765.43, "quote": "USDT", "allocation": {"BTC": 0.6, "USDT": 0.4},
            "drawdown": 0.0123, "pnl_by_exchange": {"api-a": -12.5}, "pnl_total": -12.5}
-    await redis_client.set(f"{redis_settings.key_prefix}monitor:main:latest", json.dumps(doc))
+    await redis_client.set(monitor_key(redis_settings.key_prefix, "main", "latest"), json.dumps(doc))
     await client.put("/api/halt", json={"halted": True, "reason": "drill"}, headers=AUTH)
     url = str(client.make_url("/"))
     proc = await asyncio.create_subprocess_exec(

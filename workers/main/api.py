@@ -38,6 +38,7 @@ from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, ORDERS_EXECUTIONS, PORTFOLIO_REBALANCE, now_ms
+from shared.portfolio import monitor_key
 from workers.main.openapi import spec
 from workers.main.settings import MainSettings
 from workers.main.status_page import PAGE
@@ -52,7 +53,6 @@ SOURCES = ("arbitrage", "rebalancer", "hedge")
 MAX_LIMIT = 500
 MAX_BODY = 16 * 1024
 ACTOR_RE = re.compile(r"^[A-Za-z0-9_.@ -]{1,64}$")
-MONITOR_ACCOUNT = "main"
 
 KEY: web.AppKey[Api] = web.AppKey("api")
 
@@ -216,7 +216,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def _portfolio_doc(api: Api) -> dict[str, Any] | None:
-    raw = await api.redis.get(f"{api.prefix}monitor:{MONITOR_ACCOUNT}:latest")
+    raw = await api.redis.get(monitor_key(api.prefix, api.settings.monitor.account, "latest"))
     return json.loads(raw) if raw else None
 
 

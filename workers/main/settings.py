@@ -5,6 +5,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Port, _Part
 from workers.main.ingest import IngestSettings
+from workers.monitor.settings import MonitorParams
 from workers.rebalancer.settings import RebalancerSettings
 
 
@@ -29,3 +30,4 @@ class MainSettings(RebalancerSettings):
 
     api: ApiSettings = Field(default_factory=ApiSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)  # whose valuation the API shows

@@ -41,7 +41,7 @@ from shared.messages import (
     RebalancePlan,
     now_ms,
 )
-from shared.portfolio import median_mids, read_venue
+from shared.portfolio import median_mids, monitor_key, read_venue
 from shared.runtime import Services, consume_until_stopped, consumer, open_services
 from workers.monitor import valuation as val
 from workers.monitor.settings import MonitorParams, MonitorSettings
@@ -87,8 +87,8 @@ class Monitor:
         self.bus = bus
         self.tsdb = tsdb
         self.quote = symbols[0].split("/")[1] if symbols else "USDT"
-        base = f"{prefix}monitor:{params.account}:"
-        self.k_baseline, self.k_peak, self.k_latest = base + "baseline", base + "peak", base + "latest"
+        self.k_baseline, self.k_peak, self.k_latest = (
+            monitor_key(prefix, params.account, what) for what in ("baseline", "peak", "latest"))
         self.k_fee = f"{prefix}monitor:fee:"
         self._peak = redis.register_script(_PEAK)
         self.holdings: dict[str, dict[str, float]] = {}  # venue -> asset -> quantity (last known)
