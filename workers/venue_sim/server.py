@@ -43,7 +43,7 @@ from aiohttp import web
 from shared import logs
 from workers.venue_sim import errors
 from workers.venue_sim.auth import Params, WeightLimiter, check_signed, parse_pairs
-from workers.venue_sim.book import BUY, SELL
+from workers.venue_sim.book import BUY, SELL, Book
 from workers.venue_sim.config import VenueConfig
 from workers.venue_sim.engine import (
     LIMIT,
@@ -446,44 +446,40 @@ class Venue:
                 "prevClosePrice": self._round(spec, open_),
             })
         out.update({
-            "lastPrice": self._round(spec, last), "lastQty": fmt(spec.min_qty),
-            "bidPrice": self._px(spec, book.best_bid),
-            "bidQty": fmt8(int(book.bid_qty[0]) * spec.step_f) if len(book.bid_qty) else "0.00000000",
-            "askPrice": self._px(spec, book.best_ask),
-            "askQty": fmt8(int(book.ask_qty[0]) * spec.step_f) if len(book.ask_qty) else "0.00000000",
+            "lastPrice": self._round(spec, last), "lastQty": fmt(spec.min_qty), **self._top(spec, book),
             "openPrice": self._round(spec, open_), "highPrice": self._round(spec, high),
             "lowPrice": self._round(spec, low), "volume": fmt8(volume), "quoteVolume": fmt8(quote_volume),
             "openTime": open_time, "closeTime": now, "firstId": 1, "lastId": count, "count": count,
         })
         return out
 
-    def ticker_24hr(self, call: Call) -> Any:
-        p = call.params
-        kind = p.choice("type", ("FULL", "MINI"), errors.illegal("type", "^(FULL|MINI)$")) or "FULL"
-        single = "symbol" in p
-        rows = [self._ticker(s, call.now, kind == "FULL") for s in self._specs(p)]
-        return rows[0] if single else rows
-
-    def _book_ticker(self, spec: SymbolSpec) -> dict[str, Any]:
-        book = self.engine.book(spec.id)
+    def _top(self, spec: SymbolSpec, book: Book) -> dict[str, str]:
+        """Best bid and ask with their sizes, as the tickers show them."""
         return {
-            "symbol": spec.id,
             "bidPrice": self._px(spec, book.best_bid),
             "bidQty": fmt8(int(book.bid_qty[0]) * spec.step_f) if len(book.bid_qty) else "0.00000000",
             "askPrice": self._px(spec, book.best_ask),
             "askQty": fmt8(int(book.ask_qty[0]) * spec.step_f) if len(book.ask_qty) else "0.00000000",
         }
 
-    def book_ticker(self, call: Call) -> Any:
-        single = "symbol" in call.params
-        rows = [self._book_ticker(s) for s in self._specs(call.params)]
+    def _per_symbol(self, p: Params, row: Callable[[SymbolSpec], dict[str, Any]]) -> Any:
+        """One row for ``symbol=X``, else a list for ``symbols=[...]`` or every symbol."""
+        single = "symbol" in p
+        rows = [row(s) for s in self._specs(p)]
         return rows[0] if single else rows
 
+    def ticker_24hr(self, call: Call) -> Any:
+        p = call.params
+        kind = p.choice("type", ("FULL", "MINI"), errors.illegal("type", "^(FULL|MINI)$")) or "FULL"
+        return self._per_symbol(p, lambda s: self._ticker(s, call.now, kind == "FULL"))
+
+    def book_ticker(self, call: Call) -> Any:
+        return self._per_symbol(call.params, lambda s: {"symbol": s.id,
+                                                        **self._top(s, self.engine.book(s.id))})
+
     def price_ticker(self, call: Call) -> Any:
-        single = "symbol" in call.params
-        rows = [{"symbol": s.id, "price": self._round(s, self.engine.book(s.id).mid or 0.0)}
-                for s in self._specs(call.params)]
-        return rows[0] if single else rows
+        return self._per_symbol(call.params, lambda s: {
+            "symbol": s.id, "price": self._round(s, self.engine.book(s.id).mid or 0.0)})
 
     def avg_price(self, call: Call) -> dict[str, Any]:
         spec = self._spec(call.params)
