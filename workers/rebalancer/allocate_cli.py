@@ -46,21 +46,21 @@ def _load(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
 
 
 def allocate(args: argparse.Namespace) -> dict[str, Any]:
-    cov, names = _load(args.cov, "covariance")
-    n = cov.shape[0] if cov.ndim == 2 else 0
+    raw, names = _load(args.cov, "covariance")
     mu = _load(args.mu, "mu")[0].ravel() if args.mu else None
     budgets = _load(args.budgets, "budgets")[0].ravel() if args.budgets else None
     started = time.perf_counter()
+    cov = allocation.validate_covariance(raw)  # once: the solvers and the report use the checked copy
+    n = cov.shape[0]
     info: dict[str, Any] = {}
     if args.method == "rp":
-        weights = allocation.risk_parity(cov, budgets, info=info)
+        weights = allocation.risk_parity(cov, budgets, check=False, info=info)
     else:
         if mu is None and args.objective != "min_variance":
             raise InputError(f"--objective {args.objective} needs --mu")
         weights = allocation.mean_variance(cov, mu, objective=args.objective,
-                                           risk_aversion=args.risk_aversion, info=info)
+                                           risk_aversion=args.risk_aversion, check=False, info=info)
     elapsed = time.perf_counter() - started
-    cov = allocation.validate_covariance(cov)
     rc = allocation.risk_contributions(weights, cov)
     labels = names if names and len(names) == n else [f"asset{i}" for i in range(n)]
     return {
