@@ -40,6 +40,7 @@ from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import ORDERS_EXECUTIONS, Execution, Opportunity, now_ms
 from shared.timeseries import TimeSeriesWriter
+from workers.arbitrage.detect import split_symbol
 from workers.arbitrage.ledger import ExecutionLedger
 
 log = get_logger("arbitrage.execute")
@@ -87,16 +88,11 @@ def leg_ids(opportunity_id: str) -> tuple[str, str, str]:
     return f"{stem}b", f"{stem}s", f"{stem}h"
 
 
-def base_quote(symbol: str) -> tuple[str, str]:
-    base, _, quote = symbol.partition("/")
-    return base, quote
-
-
 def quote_fee(order: dict[str, Any] | None, symbol: str) -> float:
     """The order's fees in quote currency (a fee in base is valued at the order's price)."""
     if not order:
         return 0.0
-    base, quote = base_quote(symbol)
+    base, quote = split_symbol(symbol)
     fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
     price = float(order.get("average") or order.get("price") or 0.0)
     total = 0.0
@@ -181,7 +177,7 @@ class Executor:
         return min(sizes)
 
     async def _reserve(self, opp: Opportunity, quantity: float) -> bool:
-        base, quote = base_quote(opp.symbol)
+        base, quote = split_symbol(opp.symbol)
         need_quote = quantity * self.limits(opp)[0] * 1.01  # covers the taker fee in quote
         checks = [(opp.buy_venue, quote, need_quote), (opp.sell_venue, base, quantity)]
         for venue, asset, amount in checks:
@@ -279,7 +275,7 @@ class Executor:
         left = abs(residual) - leg.filled
         HEDGES.labels("closed" if left <= EPS * max(1.0, abs(residual)) else "drift").inc()
         if left > EPS * max(1.0, abs(residual)):
-            base, _ = base_quote(opp.symbol)
+            base, _ = split_symbol(opp.symbol)
             await self.ledger.add_drift(json.dumps({
                 "opportunity": opp.id, "venue": venue, "asset": base,
                 "quantity": left if residual > 0 else -left, "ts_ms": now_ms()}))
@@ -322,7 +318,7 @@ class Executor:
             id=leg.client_order_id, source=source, parent_id=opp.id, venue=leg.venue,
             symbol=opp.symbol, side=leg.side, client_order_id=leg.client_order_id,  # type: ignore[arg-type]
             status=mapped, amount=leg.amount, filled=leg.filled, average=leg.average, fee=fee,
-            fee_currency=base_quote(opp.symbol)[1], order_id=str(order["id"]) if order.get("id") else None,
+            fee_currency=split_symbol(opp.symbol)[1], order_id=str(order["id"]) if order.get("id") else None,
             error=leg.error, ts_ms=now_ms()))
 
     async def _publish_plan(self, opp: Opportunity) -> None:
