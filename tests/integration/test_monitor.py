@@ -114,3 +114,21 @@ async def test_fees_are_counted_once_per_execution_in_the_quote(venues, redis_cl
                         fee=5.0, fee_currency="USDT", dry_run=True, ts_ms=now_ms())
         await monitor.handle(dry)
         assert mon.FEES.labels("mo-a")._value.get() - before == pytest.approx(0.0001 * monitor.prices["BTC"])
+
+
+async def test_without_redis_the_valuation_still_reaches_the_metrics(venues) -> None:
+    from shared.coordination import connect
+    from shared.embedded.infra import free_port
+    from shared.settings import RedisSettings
+
+    down = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
+    try:
+        async with gateway(venues) as gw:
+            monitor = mon.Monitor(MonitorParams(account=f"down{uuid.uuid4().hex[:6]}"), gw, SYMBOLS,
+                                  redis=down)
+            v = await monitor.poll()
+    finally:
+        await down.aclose()
+    assert v.total > 0 and mon.TOTAL_VALUE._value.get() == v.total
+    assert mon.PEAK._value.get() == v.total, "the peak is kept in memory meanwhile"
+    assert mon.EXCHANGE_PNL.labels("mo-b")._value.get() == 0.0

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge
+from redis.exceptions import RedisError
 
 from shared.errors import CseError, TransientError
 from shared.gateway import Gateway, open_gateway
@@ -74,7 +75,6 @@ if v > p then redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] end
 return tostring(p)
 """
 FEE_DEDUP_TTL_S = 7 * 86_400
-ALLOCATION_LABELS: set[str] = set()  # every asset ever shown, so a sold-out one drops to 0
 
 
 class Monitor:
@@ -90,7 +90,9 @@ class Monitor:
         self.k_baseline, self.k_peak, self.k_latest = (
             monitor_key(prefix, params.account, what) for what in ("baseline", "peak", "latest"))
         self.k_fee = f"{prefix}monitor:fee:"
-        self._peak = redis.register_script(_PEAK)
+        self._peak_script = redis.register_script(_PEAK)
+        self._baselines: dict[str, float] = {}
+        self._peak = 0.0
         self.holdings: dict[str, dict[str, float]] = {}  # venue -> asset -> quantity (last known)
         self.quotes: dict[tuple[str, str], tuple[float, float]] = {}
         self.prices: dict[str, float] = {}
@@ -121,48 +123,54 @@ class Monitor:
         valuation = val.value(holdings, self.prices, self.quote)
         if valuation.missing_prices:
             log.warning("monitor_unpriced_assets", assets=valuation.missing_prices)
-        try:
-            await self._record(valuation, stale)
-        except TransientError as exc:
-            log.warning("monitor_state_unavailable", error=str(exc)[:200])
+        await self._record(valuation, stale)
         self.latest = valuation
         return valuation
 
-    async def _record(self, v: val.Valuation, stale: list[str]) -> None:
-        from redis.exceptions import RedisError
+    async def _state(self, v: val.Valuation, stale: list[str]) -> tuple[dict[str, float], float]:
+        """PnL baselines and the running peak, kept in Redis so a restart resets neither.
 
+        Without Redis the last known ones serve (and a new high is still taken into account).
+        """
         try:
             for venue, amount in v.by_venue.items():
                 if venue not in stale:
                     await self.redis.hsetnx(self.k_baseline, venue, repr(amount))
-            baselines = {k.decode(): float(x) for k, x in (await self.redis.hgetall(self.k_baseline)).items()}
-            peak = float(await self._peak(keys=[self.k_peak], args=[repr(v.total)])) if v.total > 0 else 0.0
+            raw = await self.redis.hgetall(self.k_baseline)
+            self._baselines = {k.decode(): float(x) for k, x in raw.items()}
+            if v.total > 0:
+                self._peak = float(await self._peak_script(keys=[self.k_peak], args=[repr(v.total)]))
         except RedisError as exc:
-            raise TransientError(f"redis unavailable: {exc}") from exc
+            log.warning("monitor_state_unavailable", error=str(exc)[:200])
+            self._peak = max(self._peak, v.total)
+        return self._baselines, self._peak
+
+    async def _record(self, v: val.Valuation, stale: list[str]) -> None:
+        """Metrics, the latest valuation in Redis (for the API), the snapshot topic and the store."""
+        baselines, peak = await self._state(v, stale)
         pnl = val.pnl(v.by_venue, baselines)
+        pnl_total = sum(pnl.values())
         dd = val.drawdown(v.total, peak)
         TOTAL_VALUE.set(v.total)
         PEAK.set(peak)
         DRAWDOWN.set(dd)
-        PNL_TOTAL.set(sum(pnl.values()))
-        for asset in set(ALLOCATION_LABELS) - set(v.allocation):  # sold out: 0, not a stale share
-            ALLOCATION.labels(asset).set(0.0)
+        PNL_TOTAL.set(pnl_total)
+        ALLOCATION.clear()  # an asset sold out leaves the allocation, not a stale share
         for asset, share in v.allocation.items():
             ALLOCATION.labels(asset).set(share)
-            ALLOCATION_LABELS.add(asset)
         for venue, amount in v.by_venue.items():
             EXCHANGE_VALUE.labels(venue).set(amount)
             EXCHANGE_PNL.labels(venue).set(pnl[venue])
         LAST_POLL.set(time.time())
         doc = {"ts_ms": now_ms(), "account": self.params.account, "quote": v.quote, "total_value": v.total,
-               "peak_value": peak, "drawdown": dd, "pnl_total": sum(pnl.values()), "pnl_by_exchange": pnl,
+               "peak_value": peak, "drawdown": dd, "pnl_total": pnl_total, "pnl_by_exchange": pnl,
                "value_by_exchange": v.by_venue, "value_by_symbol": v.by_asset, "allocation": v.allocation,
                "prices": {a: p for a, p in v.prices.items() if a != v.quote}, "stale_venues": stale,
                "max_correlation": MAX_CORRELATION._value.get()}
         try:
             await self.redis.set(self.k_latest, json.dumps(doc))
         except RedisError as exc:
-            raise TransientError(f"redis unavailable: {exc}") from exc
+            log.warning("monitor_state_unavailable", error=str(exc)[:200])
         if self.bus is not None:
             positions = [Position(venue=ven, asset=a, quantity=q, price=v.prices.get(a, 0.0),
                                   value=q * v.prices.get(a, 0.0))
@@ -172,7 +180,7 @@ class Monitor:
                 ts_ms=now_ms()))
         if self.tsdb is not None:
             tags = {"account": self.params.account}
-            self.tsdb.write("portfolio", tags, {"total_value": v.total, "pnl_total": sum(pnl.values()),
+            self.tsdb.write("portfolio", tags, {"total_value": v.total, "pnl_total": pnl_total,
                                                 "drawdown": dd, "peak_value": peak})
             for asset, share in v.allocation.items():
                 self.tsdb.write("portfolio_allocation", {**tags, "symbol": asset},
@@ -231,8 +239,6 @@ class Monitor:
         if price is None:
             log.warning("monitor_fee_unpriced", currency=currency, execution=e.id)
             return
-        from redis.exceptions import RedisError
-
         try:
             first = await self.redis.set(f"{self.k_fee}{e.venue}:{e.id}", "1", nx=True, ex=FEE_DEDUP_TTL_S)
         except RedisError as exc:
