@@ -512,12 +512,8 @@ class Venue:
         spec = self._spec(p)
         interval = p.choice("interval", INTERVALS, errors.ApiError(-1120, "Invalid interval."),
                             required=True)
-        start = p.integer("startTime")
-        end = p.integer("endTime")
-        limit = p.integer("limit", lo=1, hi=1000) or 500
+        start, end, limit = self._window(p, max_span=None)
         p.text("timeZone")  # accepted, candles stay in UTC
-        if start is not None and end is not None and start > end:
-            raise ApiError(-1023, "Start time is greater than end time.")
         assert spec is not None and interval is not None
         return self.source.klines(spec, interval, start, end, limit, call.now)
 
@@ -683,14 +679,15 @@ class Venue:
                 if spec is None or o.spec.id == spec.id]
 
     @staticmethod
-    def _window(p: Params, max_span: int = DAY) -> tuple[int | None, int | None, int]:
+    def _window(p: Params, max_span: int | None = DAY) -> tuple[int | None, int | None, int]:
+        """startTime, endTime and limit (1-1000, default 500); the span capped unless None."""
         start = p.integer("startTime")
         end = p.integer("endTime")
         limit = p.integer("limit", lo=1, hi=1000) or 500
         if start is not None and end is not None:
             if start > end:
                 raise ApiError(-1023, "Start time is greater than end time.")
-            if end - start > max_span:
+            if max_span is not None and end - start > max_span:
                 raise ApiError(-1127, f"More than {max_span // 3_600_000} hours between startTime "
                                       "and endTime.")
         return start, end, limit
