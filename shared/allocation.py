@@ -357,22 +357,20 @@ def risk_parity(
     y = y / math.sqrt(var)  # optimal scale of Spinu's objective when Σb = 1
     if method not in ("auto", "newton", "ccd"):
         raise AllocationError(f"unknown risk parity method {method!r}; use 'auto', 'newton' or 'ccd'")
+    newton = method == "newton" or (method == "auto" and n <= NEWTON_MAX_N)
     if _kernel is not None:
-        if method == "newton" or (method == "auto" and n <= NEWTON_MAX_N):
-            mode = 0
-        else:
-            mode = 1 if method == "ccd" else 2
+        mode = 0 if newton else 1 if method == "ccd" else 2
         status, iters, err, used = _kernel.rp(sigma, b, y, n, tol, max_iter, mode, AUTO_CCD_SWEEPS)
         if status != 0:  # pragma: no cover - H is PD in exact arithmetic
             raise AllocationError("risk parity Newton Hessian not positive definite")
         chosen = ("newton", "ccd", "ccd+newton")[used]
-    elif method == "newton" or (method == "auto" and n <= NEWTON_MAX_N):
+    elif newton:
         chosen = "newton"
         y, iters, err = _rp_newton(sigma, b, y, tol, max_iter)
     elif method == "ccd":
         chosen = "ccd"
         y, iters, err = _rp_ccd(sigma, b, y, tol, max_iter)
-    elif method == "auto":
+    else:  # auto above NEWTON_MAX_N
         # CCD converges linearly at a rate set by the conditioning; if it is slow, finish with Newton.
         chosen = "ccd"
         y, iters, err = _rp_ccd(sigma, b, y, tol, min(max_iter, AUTO_CCD_SWEEPS))
