@@ -92,6 +92,9 @@ def test_an_edge_below_fees_or_the_threshold_is_not_reported() -> None:
     assert len(detector(market([(10.2, 30.0)]), min_edge_bps=edge - 0.1).scan("v", NOW)) == 1
     assert detector(market([(10.2, 30.0)]), min_profit=5.1).scan("v", NOW) == []  # it makes 5.09
     assert detector(market([(10.2, 30.0)]), fee={"v": 0.01, "w": 0.0}).scan("v", NOW) == []
+    # a venue the mapping does not name pays default_fee
+    assert detector(market([(10.2, 30.0)]), fee={"w": 0.0}, default_fee=0.01).scan("v", NOW) == []
+    assert len(detector(market([(10.2, 30.0)]), fee={"w": 0.01}, default_fee=0.001).scan("v", NOW)) == 1
 
 
 def test_stale_books_and_missing_sides_never_trade() -> None:

@@ -163,8 +163,8 @@ class _Venue:
 class TriangularDetector:
     """Keeps each venue's books and finds its profitable length-3 conversion cycles.
 
-    ``fee`` is one taker fee for every venue or a mapping venue → fee (others pay the
-    default). Cycles start and end in one of ``start_currencies``; their size, in that
+    ``fee`` is one taker fee for every venue or a mapping venue → fee (others pay
+    ``default_fee``). Cycles start and end in one of ``start_currencies``; their size, in that
     currency, is at most ``max_notional``. A cycle is reported when its edge after fees and
     slippage is at least ``min_edge_bps`` and its net profit at least ``min_profit``; books
     more than ``stale_ms`` older than the scan's ``now_ms`` (venue time) never trade.
@@ -172,8 +172,10 @@ class TriangularDetector:
 
     def __init__(self, fee: float | Mapping[str, float] = DEFAULT_TAKER_FEE, slippage_bps: float = 2.0,
                  start_currencies: Iterable[str] = ("USDT",), min_edge_bps: float = 0.0,
-                 max_notional: float = 10_000.0, *, min_profit: float = 0.0, stale_ms: int | None = 2_000):
+                 max_notional: float = 10_000.0, *, min_profit: float = 0.0, stale_ms: int | None = 2_000,
+                 default_fee: float = DEFAULT_TAKER_FEE):
         self.fee = fee
+        self.default_fee = default_fee
         self.slippage_bps = slippage_bps
         self.start_currencies = tuple(start_currencies)
         self.min_edge_bps = min_edge_bps
@@ -190,7 +192,7 @@ class TriangularDetector:
     def fee_of(self, venue: str) -> float:
         """The taker fee of ``venue``."""
         if isinstance(self.fee, Mapping):
-            return self.fee.get(venue, DEFAULT_TAKER_FEE)
+            return self.fee.get(venue, self.default_fee)
         return self.fee
 
     def update(self, book: OrderBook) -> None:

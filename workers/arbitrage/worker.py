@@ -84,8 +84,7 @@ async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: 
     """Triangular detection needs every market of a venue, so it cannot follow the symbol
     partitioning: one replica, elected, runs it over the whole order-book topic."""
     p = settings.arb
-    fees = {s.name: p.taker_fee for s in settings.venues.venue_specs} | p.fee_map()
-    detector = TriangularDetector(fee=fees or p.taker_fee, slippage_bps=p.slippage_bps,
+    detector = TriangularDetector(fee=p.fee_map(), default_fee=p.taker_fee, slippage_bps=p.slippage_bps,
                                   start_currencies=tuple(c.strip() for c in p.triangular_start.split(",")),
                                   min_edge_bps=p.min_edge_bps, max_notional=p.max_notional,
                                   min_profit=p.min_profit, stale_ms=p.stale_ms)
