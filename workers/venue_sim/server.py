@@ -401,10 +401,8 @@ class Venue:
         }
 
     def exchange_info(self, call: Call) -> dict[str, Any]:
-        p = call.params
-        for ignored in ("permissions", "showPermissionSets", "symbolStatus"):
-            p.text(ignored)
-        wanted = {s.id for s in self._specs(p)}
+        # permissions, showPermissionSets, symbolStatus: accepted (see the route) and ignored
+        wanted = {s.id for s in self._specs(call.params)}
         return {
             "timezone": "UTC", "serverTime": call.now,
             "rateLimits": [
@@ -512,8 +510,7 @@ class Venue:
         spec = self._spec(p)
         interval = p.choice("interval", INTERVALS, errors.ApiError(-1120, "Invalid interval."),
                             required=True)
-        start, end, limit = self._window(p, max_span=None)
-        p.text("timeZone")  # accepted, candles stay in UTC
+        start, end, limit = self._window(p, max_span=None)  # timeZone: accepted, candles stay in UTC
         assert spec is not None and interval is not None
         return self.source.klines(spec, interval, start, end, limit, call.now)
 
@@ -573,9 +570,7 @@ class Venue:
             raise errors.illegal("newClientOrderId", errors.CLIENT_ID_RANGE)
         resp = p.choice("newOrderRespType", ("ACK", "RESULT", "FULL"),
                         ApiError(-1136, "Invalid newOrderRespType.")) or "FULL"
-        p.text("strategyId")
-        p.text("strategyType")
-        p.text("computeCommissionRates")
+        # strategyId, strategyType, computeCommissionRates: accepted (ORDER_PARAMS) and ignored
         p.choice("selfTradePreventionMode", ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"),
                  errors.illegal("selfTradePreventionMode",
                                 "^(NONE|EXPIRE_TAKER|EXPIRE_MAKER|EXPIRE_BOTH)$"))
