@@ -149,8 +149,7 @@ def timed(fn: Callable[[], Any], *, warm_up: bool, quick: bool) -> tuple[float, 
 def available() -> dict[str, bool]:
     import importlib.util
 
-    mods = {"riskfolio": "riskfolio", "skfolio": "skfolio", "pypfopt": "pypfopt", "cvxpy": "cvxpy"}
-    return {k: importlib.util.find_spec(m) is not None for k, m in mods.items()}
+    return {m: importlib.util.find_spec(m) is not None for m in (*LIBRARIES, "cvxpy")}  # key = module
 
 
 def _riskfolio(cov: np.ndarray, mu: np.ndarray, returns: np.ndarray, problem: str) -> np.ndarray:
