@@ -149,8 +149,8 @@ class Venue:
             specs = [make_spec(b, q) for b, q in config.symbols]
             effects = VenueEffects(config.name, config.noise_bps, config.price_offset_bps,
                                    config.lag_ms)
-            self.model = VenueModel(TrueModel(config.seed), effects, specs)
-            self.source = ModelSource(self.model, specs, config.levels, rng)
+            model = VenueModel(TrueModel(config.seed), effects, specs)
+            self.source = ModelSource(model, specs, config.levels, rng)
         self.specs: dict[str, SymbolSpec] = {s.id: s for s in specs}
         self.journal = Journal(config.journal) if config.journal is not None else None
         self.engine = Engine(specs, venue=config.name, journal=self.journal,
@@ -522,7 +522,7 @@ class Venue:
                                    "bestAsk": self._px(spec, book.best_ask),
                                    "updateId": book.update_id}
             if isinstance(self.source, ModelSource):
-                row["trueMid"] = self.model.true_mid_at(spec, call.now)
+                row["trueMid"] = self.source.model.true_mid_at(spec, call.now)
             symbols[spec.symbol] = row
         cfg = self.config
         return {"name": cfg.name, "seed": cfg.seed, "now": call.now, "ticks": self.ticks,
