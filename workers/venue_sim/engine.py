@@ -324,7 +324,7 @@ class Engine:
                                          else limit_px <= best):  # type: ignore[operator]
                     raise errors.rejected(errors.WOULD_TAKE)
             if self.reject_rate and self.rng.random() < self.reject_rate:
-                raise errors.ApiError(-1000, errors.UNKNOWN_ERROR, 400)  # chaos: --reject-rate
+                raise errors.unknown_error(400)  # chaos: --reject-rate
 
             lots = int(qty / spec.step) if qty is not None else None
             taken: list[tuple[int, int]] = []
