@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.bus import Bus, ConsumerLoop
 from shared.embedded import infra
@@ -34,6 +34,7 @@ from shared.messages import ARB_OPPORTUNITIES, Codec, OrderBook, now_ms
 from shared.settings import KafkaSettings
 from workers.arbitrage.bench import _cross_stream
 from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
+from workers.arbitrage.worker import book_handler
 
 NEVER_STALE = 10**12
 
@@ -61,19 +62,29 @@ async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]])
         await producer.stop()
 
 
-def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str,
-                 published: list[tuple[int, int]] | None = None) -> ConsumerLoop:
-    detector = _detector()
+class _AckTimedBus(Bus):
+    """A bus that records (book stamp, ack time) of every opportunity published.
 
-    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
-        for opp in detector.update(book, now_ms()):
-            future = await bus.publish(ARB_OPPORTUNITIES, opp)
-            if published is not None and future is not None:
-                # published = acknowledged by the broker
-                future.add_done_callback(
-                    lambda _f, t=book.ts_recv_ms: published.append((t, time.time_ns())))
+    ``ts_book_ms`` is the newer of the two books' stamps: with books stamped at send time and
+    a symbol's books in one partition, that is the stamp of the book that opened it.
+    """
 
-    return ConsumerLoop(bus, _settings(bootstrap), [topic], group, on_book,
+    def __init__(self, settings: KafkaSettings, published: list[tuple[int, int]], **kw: Any):
+        super().__init__(settings, **kw)
+        self.published = published
+
+    async def publish(self, topic: str, message: Any, key: bytes | None = None
+                      ) -> asyncio.Future[Any] | None:
+        future = await super().publish(topic, message, key)
+        if future is not None:  # published = acknowledged by the broker
+            future.add_done_callback(
+                lambda _f, t=message.ts_book_ms: self.published.append((t, time.time_ns())))
+        return future
+
+
+def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str) -> ConsumerLoop:
+    """The worker's own ``md.orderbooks`` handler in a consumer loop over ``topic``."""
+    return ConsumerLoop(bus, _settings(bootstrap), [topic], group, book_handler(_detector(), bus),
                         message_types={topic: OrderBook})
 
 
@@ -136,9 +147,9 @@ async def _bare_latency(bootstrap: str, topic: str, stream: list[OrderBook], rat
 async def _worker_latency(bootstrap: str, topic: str, stream: list[OrderBook], rate: int,
                           seconds: float) -> list[float]:
     published: list[tuple[int, int]] = []
-    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq", ARB_OPPORTUNITIES,
-                                                 f"{ARB_OPPORTUNITIES}.dlq"]) as bus:
-        loop = _worker_loop(bus, bootstrap, topic, "bench-worker-lat", published)
+    topics = [topic, f"{topic}.dlq", ARB_OPPORTUNITIES, f"{ARB_OPPORTUNITIES}.dlq"]
+    async with _AckTimedBus(_settings(bootstrap), published, topics=topics) as bus:
+        loop = _worker_loop(bus, bootstrap, topic, "bench-worker-lat")
         task = asyncio.create_task(loop.run())
         await asyncio.wait_for(loop.assigned.wait(), 30)
         await asyncio.sleep(1)

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
-from shared.bus import ConsumerLoop
+from shared.bus import Bus, ConsumerLoop, Handler
 from shared.coordination import LeaderElector, LeaderLock, default_owner
 from shared.errors import CseError
 from shared.gateway import Gateway, open_gateway
@@ -30,7 +30,7 @@ from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, MD_ORDERBOOKS, OrderBook, now_ms
 from shared.runtime import consume_until_stopped, consumer, open_services
-from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
+from workers.arbitrage.detect import Balances, CrossVenueDetector, DetectorConfig
 from workers.arbitrage.execute import Executor
 from workers.arbitrage.ledger import ExecutionLedger
 from workers.arbitrage.settings import ArbitrageSettings
@@ -121,6 +121,20 @@ async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: 
         await lost()
 
 
+def book_handler(detector: CrossVenueDetector, bus: Bus, sizing: Balances | None = None) -> Handler:
+    """The ``md.orderbooks`` handler: detect, count, publish each opportunity (acked at commit)."""
+
+    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
+        found = detector.update(book, now_ms(), sizing)
+        for opp in found:
+            OPPORTUNITIES.labels(opp.symbol, opp.buy_venue, opp.sell_venue, opp.kind).inc()
+            EDGE.observe(opp.edge_bps)
+            await bus.publish(ARB_OPPORTUNITIES, opp)
+        DECISION_LATENCY.observe(max(0, now_ms() - book.ts_recv_ms) / 1000)
+
+    return on_book
+
+
 def build_detector(settings: ArbitrageSettings) -> CrossVenueDetector:
     p = settings.arb
     return CrossVenueDetector(DetectorConfig(
@@ -137,22 +151,13 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
     ledger = ExecutionLedger(services.redis, owner=default_owner(), prefix=settings.redis.key_prefix,
                              lease_s=settings.arb.lease_s)
     halt = Halt(services.redis, settings.redis.key_prefix)
-    executor = Executor(gateway, services.bus, ledger, halt, services.tsdb, dry_run=settings.arb.dry_run,
-                        hedge_max_loss_bps=settings.arb.hedge_max_loss_bps,
-                        balances=None if settings.arb.dry_run else balances.available,
-                        slippage_bps=settings.arb.slippage_bps)
     sizing = None if settings.arb.dry_run else balances.available
-
-    async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
-        found = detector.update(book, now_ms(), sizing)
-        for opp in found:
-            OPPORTUNITIES.labels(opp.symbol, opp.buy_venue, opp.sell_venue, opp.kind).inc()
-            EDGE.observe(opp.edge_bps)
-            await services.bus.publish(ARB_OPPORTUNITIES, opp)
-        DECISION_LATENCY.observe(max(0, now_ms() - book.ts_recv_ms) / 1000)
-
+    executor = Executor(gateway, services.bus, ledger, halt, services.tsdb, dry_run=settings.arb.dry_run,
+                        hedge_max_loss_bps=settings.arb.hedge_max_loss_bps, balances=sizing,
+                        slippage_bps=settings.arb.slippage_bps)
     loops = [
-        consumer(services, settings, [MD_ORDERBOOKS], settings.group_id, on_book),
+        consumer(services, settings, [MD_ORDERBOOKS], settings.group_id,
+                 book_handler(detector, services.bus, sizing)),
         consumer(services, settings, [ARB_OPPORTUNITIES], settings.executor_group_id,
                  executor.handle),
     ]
