@@ -46,6 +46,19 @@ class WorkerContext:
     metrics_port: int
     log: Any = field(default=None)
 
+    def background(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` beside the body; it is cancelled (and awaited) when the worker closes."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self.stack.push_async_callback(cancel)
+        return task
+
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; True if stopping."""
         with contextlib.suppress(TimeoutError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -44,14 +43,7 @@ async def open_services(ctx: WorkerContext, settings: CommonSettings) -> Service
     ctx.health.add_check("kafka", kafka_ok)
     ctx.health.add_check("redis", redis_ok)
     ctx.health.add_check("store", store_ok)
-    probe = asyncio.create_task(_probe_dependencies(ctx), name="probe")
-
-    async def stop_probe() -> None:
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
-
-    ctx.stack.push_async_callback(stop_probe)
+    ctx.background(_probe_dependencies(ctx), "probe")
     return Services(bus, redis, tsdb)
 
 

@@ -74,12 +74,6 @@ class BalanceCache:
                 await asyncio.wait_for(stopping.wait(), self.interval_s)
 
 
-async def _stop_task(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: Any) -> None:
     """Triangular detection needs every market of a venue, so it cannot follow the symbol
     partitioning: one replica, elected, runs it over the whole order-book topic."""
@@ -162,18 +156,11 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
                  executor.handle),
     ]
     if settings.arb.triangular:
-        ctx.stack.push_async_callback(
-            _stop_task, asyncio.create_task(triangular(ctx, settings, services), name="triangular"))
-    poller = asyncio.create_task(balances.run(ctx.stopping), name="balances") \
-        if gateway.venues and not settings.arb.dry_run else None
+        ctx.background(triangular(ctx, settings, services), "triangular")
+    if gateway.venues and not settings.arb.dry_run:
+        ctx.background(balances.run(ctx.stopping), "balances")
     # the executor reads the persisted halt before every execution; the watch makes a change
     # visible (logged, HALTED gauge) the moment it is published
     watch = HaltWatch(halt)
-    ctx.stack.push_async_callback(_stop_task, asyncio.create_task(watch.run(ctx.stopping), name="halt"))
-    try:
-        await consume_until_stopped(ctx, loops)
-    finally:
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+    ctx.background(watch.run(ctx.stopping), "halt")
+    await consume_until_stopped(ctx, loops)
