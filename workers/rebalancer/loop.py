@@ -42,7 +42,7 @@ class RebalanceLoop:
         self.elector = LeaderElector(self.lock)
         self.redis = redis
         self.trigger_key = f"{prefix}{TRIGGER}"
-        self.halt = Halt(redis, prefix)
+        self.halt = engine.halt or Halt(redis, prefix)  # checked before each cycle
         self.failures = 0
         self.cycles = 0
 
