@@ -97,6 +97,26 @@ class Api:
         rows = await self.redis.lrange(self.recent_key(topic), 0, limit - 1)
         return [json.loads(r) for r in rows]
 
+    async def preview(self) -> dict[str, Any]:
+        """The plan a cycle would make now (dry run), reused for ``CSE_API_PREVIEW_CACHE_S``."""
+        async with self._preview_lock:  # one preview at a time
+            cached = self._preview
+            if cached and time.monotonic() - cached[0] < self.settings.api.preview_cache_s:
+                return {**cached[1], "cached": True}
+            engine = eng.RebalanceEngine(self.settings.rebalance, self.gateway,
+                                         self.settings.venues.symbol_list)
+            try:
+                message, plan = await engine.cycle(f"preview-{int(time.time())}", preview=True)
+            except CseError as exc:
+                raise ApiError(502, f"could not compute the plan: {str(exc)[:300]}") from exc
+            except (ValueError, ArithmeticError) as exc:
+                raise ApiError(422, f"could not compute the plan: {str(exc)[:300]}") from exc
+            doc = {**msgspec.to_builtins(message), "total_value": plan.total_value,
+                   "est_cost": plan.est_cost, "skipped_min_notional": plan.skipped_min_notional,
+                   "skipped_max_orders": plan.skipped_max_orders, "within_band": plan.within_band}
+            self._preview = (time.monotonic(), doc)
+            return {**doc, "cached": False}
+
     # -- helpers ------------------------------------------------------------------------------
     def actor(self, request: web.Request) -> str:
         """Who is calling: ``X-Actor`` if given (validated), else the token holder, with the address."""
@@ -255,22 +275,7 @@ async def rebalance_plan(request: web.Request) -> web.Response:
     _only(request, set())
     if not api.gateway.venues:
         raise ApiError(409, "no venues configured: set CSE_VENUES")
-    async with api._preview_lock:  # one preview at a time; reuse a fresh one
-        cached = api._preview
-        if cached and time.monotonic() - cached[0] < api.settings.api.preview_cache_s:
-            return web.json_response({**cached[1], "cached": True})
-        engine = eng.RebalanceEngine(api.settings.rebalance, api.gateway, api.settings.venues.symbol_list)
-        try:
-            message, plan = await engine.cycle(f"preview-{int(time.time())}", preview=True)
-        except CseError as exc:
-            raise ApiError(502, f"could not compute the plan: {str(exc)[:300]}") from exc
-        except (ValueError, ArithmeticError) as exc:
-            raise ApiError(422, f"could not compute the plan: {str(exc)[:300]}") from exc
-        doc = {**msgspec.to_builtins(message), "total_value": plan.total_value, "est_cost": plan.est_cost,
-               "skipped_min_notional": plan.skipped_min_notional,
-               "skipped_max_orders": plan.skipped_max_orders, "within_band": plan.within_band}
-        api._preview = (time.monotonic(), doc)
-        return web.json_response({**doc, "cached": False})
+    return web.json_response(await api.preview())
 
 
 async def rebalance_last(request: web.Request) -> web.Response:
@@ -285,9 +290,7 @@ async def rebalance_trigger(request: web.Request) -> web.Response:
     _only(request, set())
     actor = await api.guard(request, "rebalance.trigger")
     body = await api.json_body(request, required=False)
-    unknown = sorted(set(body) - {"reason"})
-    if unknown:
-        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}; allowed: reason")
+    _fields(body, ("reason",))
     reason = _reason(body)
     if not api.settings.rebalance.enabled:
         await api.trail.record("rebalance.trigger", actor=actor, outcome="refused", reason=reason)
@@ -298,6 +301,12 @@ async def rebalance_trigger(request: web.Request) -> web.Response:
     return web.json_response({"requested": True, "leader": holder[0] if holder else None,
                               "note": "the rebalance leader runs a cycle within about a second"},
                              status=202)
+
+
+def _fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
 
 def _reason(body: dict[str, Any]) -> str:
@@ -318,9 +327,7 @@ async def halt_put(request: web.Request) -> web.Response:
     _only(request, set())
     actor = await api.guard(request, "halt.set")
     body = await api.json_body(request, required=True)
-    unknown = sorted(set(body) - {"halted", "reason"})
-    if unknown:
-        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}; allowed: halted, reason")
+    _fields(body, ("halted", "reason"))
     halted = body.get("halted")
     if not isinstance(halted, bool):
         raise ApiError(422, "halted is required and must be true or false")
