@@ -109,6 +109,11 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
         bid, ask = (quotes or {}).get((venue, f"{asset}/{quote}"), (price[asset], price[asset]))
         return ask * (1 + slip) if side == "buy" else bid * (1 - slip)
 
+    def too_small(venue: str, asset: str, amount: float, px: float) -> bool:
+        """Under our minimum notional, or under the venue's minimum cost at the limit price."""
+        venue_floor = (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0)
+        return amount * price[asset] < min_notional or amount * px < max(min_notional, venue_floor)
+
     def delta_of(asset: str) -> float:
         return (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
 
@@ -148,8 +153,7 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
 
     viable = []
     for venue, asset, signed, px in drafts:
-        floor = max(min_notional, (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0))
-        if abs(signed) * price[asset] < min_notional or abs(signed) * px < floor:
+        if too_small(venue, asset, abs(signed), px):
             plan.skipped_min_notional += 1
         else:
             viable.append((venue, asset, signed, px))
@@ -163,8 +167,7 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
             cash[venue] = cash.get(venue, 0.0) + -signed * px * (1 - fee_rate)
         else:
             signed = min(signed, cash.get(venue, 0.0) / (px * (1 + fee_rate)))
-            floor = max(min_notional, (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0))
-            if signed * price[asset] < min_notional or signed * px < floor:
+            if too_small(venue, asset, signed, px):
                 plan.skipped_unfunded += 1
                 continue
             cash[venue] -= signed * px * (1 + fee_rate)
