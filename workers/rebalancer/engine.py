@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import ccxt
 import numpy as np
 from prometheus_client import Counter, Gauge
 
@@ -55,7 +56,7 @@ from shared.messages import (
 )
 from shared.portfolio import median_mids, read_venue
 from shared.settings import RebalanceSettings
-from workers.rebalancer.plan import Holding, Plan, plan_orders
+from workers.rebalancer.plan import Holding, Plan, below_minimum, plan_orders
 
 log = get_logger("rebalance")
 
@@ -303,11 +304,11 @@ class RebalanceEngine:
             amount = min(amount, cash[order.venue] / (order.price * (1 + s.fee_rate)))
         try:
             amount = float(client.amount_to_precision(order.symbol, amount))
-        except Exception:  # below the venue's precision: nothing to send
+        except ccxt.InvalidOrder:  # below the venue's amount precision: nothing to send
             amount = 0.0
-        price = order.price or snap.prices.get(order.symbol.split("/")[0], 0.0)
-        floor = max(s.min_notional, snap.min_cost.get((order.venue, order.symbol), 0.0))
-        if amount <= 0 or amount * price < floor:
+        mid = snap.prices.get(order.symbol.split("/")[0], 0.0)
+        if below_minimum(amount, mid, order.price or mid, s.min_notional,
+                         snap.min_cost.get((order.venue, order.symbol), 0.0)):
             log.info("rebalance_order_skipped", venue=order.venue, symbol=order.symbol, side=order.side,
                      amount=amount, reason="below minimum notional after sizing to free balance")
             return None

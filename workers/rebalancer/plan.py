@@ -58,6 +58,12 @@ class Plan:
         return sum(o.est_cost for o in self.orders)
 
 
+def below_minimum(amount: float, mid: float, limit: float, min_notional: float,
+                  venue_floor: float = 0.0) -> bool:
+    """Under our minimum notional (at the mid), or under the venue's minimum cost (at the limit)."""
+    return amount <= 0 or amount * mid < min_notional or amount * limit < max(min_notional, venue_floor)
+
+
 def next_delay(interval: float, failures: int, mult: float, maximum: float, enabled: bool = True) -> float:
     """Seconds until the next cycle: ``interval × mult^failures``, capped at ``maximum``."""
     if not enabled or failures <= 0:
@@ -110,9 +116,8 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
         return ask * (1 + slip) if side == "buy" else bid * (1 - slip)
 
     def too_small(venue: str, asset: str, amount: float, px: float) -> bool:
-        """Under our minimum notional, or under the venue's minimum cost at the limit price."""
         venue_floor = (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0)
-        return amount * price[asset] < min_notional or amount * px < max(min_notional, venue_floor)
+        return below_minimum(amount, price[asset], px, min_notional, venue_floor)
 
     def delta_of(asset: str) -> float:
         return (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
