@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared import logs, metrics
 from shared.errors import FatalError
-from shared.settings import CommonSettings, ObservabilitySettings, SettingsError, load
+from shared.settings import CommonSettings, ObservabilitySettings, load_or_report
 
 C = TypeVar("C", bound=CommonSettings)
 
@@ -134,11 +133,8 @@ async def _heartbeat(health: metrics.Health, stopping: asyncio.Event) -> None:
 def run_worker(name: str, settings_cls: type[C],
                run: Callable[[WorkerContext, C], Awaitable[None]]) -> int:
     """Process entry point: settings, logging, event loop, exit code."""
-    try:
-        settings = load(settings_cls)
-    except SettingsError as exc:
-        for line in str(exc).splitlines():
-            print(f"{name}: {line}", file=sys.stderr)
+    settings = load_or_report(settings_cls, name)
+    if settings is None:
         return EXIT_FATAL
     logs.configure(settings.obs.log_level, settings.obs.log_format, worker=name)
     _register_secrets(settings)

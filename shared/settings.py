@@ -220,6 +220,19 @@ def load(cls: type[M], **overrides: Any) -> M:
         raise SettingsError(format_validation_error(cls, exc)) from None
 
 
+def load_or_report(cls: type[M], prog: str) -> M | None:
+    """:func:`load` for an entry point: on bad settings print ``prog: <line>`` per bad variable
+    to stderr and return None (the caller exits 2)."""
+    import sys
+
+    try:
+        return load(cls)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"{prog}: {line}", file=sys.stderr)
+        return None
+
+
 def format_validation_error(cls: type[BaseModel], exc: ValidationError) -> str:
     """One line per error: ``invalid setting VAR='value': allowed: ...``."""
     # A part built by a default_factory raises its own error: resolve from that part.

@@ -153,12 +153,10 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _check(service: str, settings_cls: type) -> int:
-    from shared.settings import SettingsError, load
+    from shared.settings import load_or_report
 
-    try:
-        settings = load(settings_cls)
-    except SettingsError as exc:
-        print(f"{service}: {exc}", file=sys.stderr)
+    settings = load_or_report(settings_cls, service)
+    if settings is None:
         return 2
     url = f"http://127.0.0.1:{settings.metrics_port}/health"
     try:
@@ -352,14 +350,10 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from shared.settings import SettingsError, load
+    from shared.settings import load_or_report
 
-    service = WORKERS[args.worker][0]
-    try:
-        settings = load(_settings_class(args.worker))
-    except SettingsError as exc:
-        for line in str(exc).splitlines():
-            print(f"{service}: {line}", file=sys.stderr)
+    settings = load_or_report(_settings_class(args.worker), WORKERS[args.worker][0])
+    if settings is None:
         return 2
     print(settings.model_dump_json(indent=2))  # SecretStr fields print as '**********'
     return 0

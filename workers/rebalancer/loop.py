@@ -134,14 +134,11 @@ async def rebalance_once(dry_run: bool) -> int:
 
     from shared import logs
     from shared.gateway import open_gateway
-    from shared.settings import SettingsError, load
+    from shared.settings import load_or_report
     from workers.rebalancer.settings import RebalancerSettings
 
-    try:
-        settings = load(RebalancerSettings)
-    except SettingsError as exc:
-        for line in str(exc).splitlines():
-            print(f"cse rebalance: {line}", file=sys.stderr)
+    settings = load_or_report(RebalancerSettings, "cse rebalance")
+    if settings is None:
         return 2
     logs.configure("warning", "console", stream=sys.stderr)
     rebalance = settings.rebalance.model_copy(update={"dry_run": dry_run or settings.rebalance.dry_run})
