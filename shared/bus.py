@@ -5,8 +5,9 @@
   disappear (a broker that lost its storage), and retries sends with backoff while the
   broker is away.
 * :class:`ConsumerLoop` runs one consumer-group member around a handler. Offsets are
-  committed only after the handler returned for every record of a batch
-  (at-least-once); a record that does not decode or validate, or whose handler raises
+  committed only after the handler returned for every record of a batch and what it
+  published was acknowledged by the broker (at-least-once); each loop settles only its
+  own handlers' publishes (its :class:`Outbox`), however many loops share the bus. A record that does not decode or validate, or whose handler raises
   a non-transient error, goes to ``<topic>.dlq`` with the reason, and the loop moves
   on. A :class:`~shared.errors.TransientError` from the handler is retried with backoff
   and never committed past. When fetching or committing stalls (broker gone, group
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +42,31 @@ log = get_logger("bus")
 _PARTITIONER = DefaultPartitioner()
 
 Handler = Callable[[Any, ConsumerRecord], Awaitable[None]]
+Pending = tuple[asyncio.Future[Any], str, bytes, bytes | None]  # (ack future, topic, payload, key)
+
+
+class Outbox:
+    """Publishes not yet acknowledged, owned by whoever must wait for them.
+
+    Each :class:`ConsumerLoop` installs its own outbox (a context variable, so it follows
+    the loop's task and whatever its handlers await) around its handlers: what a handler
+    publishes is settled by that loop before it commits, and never by another loop
+    sharing the same :class:`Bus`. Publishes outside any loop go to the bus's own outbox
+    (:meth:`Bus.flush`).
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Pending] = []
+
+    def take(self) -> list[Pending]:
+        """Hand over what was published since the last call."""
+        items, self.items = self.items, []
+        return items
+
+
+_OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar("cse_bus_outbox", default=None)
 
 
 class Bus:
@@ -54,7 +81,7 @@ class Bus:
         self._admin: AIOKafkaAdminClient | None = None
         self._topics_ok = False
         self._ensure_lock = asyncio.Lock()
-        self._pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
+        self._outbox = Outbox()  # publishes made outside any consumer loop
         self._partitions: dict[tuple[str, bytes], int] = {}
 
     async def __aenter__(self) -> Bus:
@@ -161,10 +188,11 @@ class Bus:
                       ) -> asyncio.Future[Any] | None:
         """Queue ``message`` without waiting for the broker's ack.
 
-        The producer batches it with others; :meth:`flush` waits for every queued message
-        (re-sending any that failed). :class:`ConsumerLoop` flushes before it commits, so
-        a handler that publishes keeps at-least-once delivery without paying a round trip
-        per message.
+        The producer batches it with others. Inside a consumer loop's handler the publish
+        joins that loop's :class:`Outbox`, which the loop settles (re-sending what failed)
+        before it commits the offsets of the records handled, so a handler that publishes
+        keeps at-least-once delivery without paying a round trip per message. Elsewhere,
+        :meth:`flush` waits for it.
         """
         payload = Codec.encode(message)
         key = key if key is not None else key_of(message)
@@ -175,7 +203,7 @@ class Bus:
         except KafkaError:
             await self.send_raw(topic, payload, key)
             return None
-        self._pending.append((future, topic, payload, key))
+        (_OUTBOX.get() or self._outbox).items.append((future, topic, payload, key))
         return future  # resolves when the broker acknowledged it
 
     def _partition_of(self, topic: str, key: bytes | None) -> int | None:
@@ -192,15 +220,10 @@ class Bus:
         return cached
 
     async def flush(self) -> None:
-        """Wait until everything :meth:`publish` queued is acknowledged."""
-        await self.settle(self.take_pending())
+        """Wait until everything published outside consumer loops is acknowledged."""
+        await self.settle(self._outbox.take())
 
-    def take_pending(self) -> list[tuple[asyncio.Future[Any], str, bytes, bytes | None]]:
-        """Hand over what was published since the last call (see :meth:`settle`)."""
-        pending, self._pending = self._pending, []
-        return pending
-
-    async def settle(self, pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]]) -> None:
+    async def settle(self, pending: list[Pending]) -> None:
         """Wait for these publishes to be acknowledged, re-sending any that failed."""
         if not pending:
             return
@@ -290,6 +313,7 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
         self.start_gate = start_gate
+        self.outbox = Outbox()  # what this loop's handlers published, settled before each commit
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and leave the group."""
@@ -319,6 +343,13 @@ class ConsumerLoop:
     async def run(self) -> None:
         """Consume until :meth:`stop`; rebuilds the consumer when the broker misbehaves."""
         backoff = Backoff(maximum=5.0)
+        token = _OUTBOX.set(self.outbox)  # handlers' publishes land in this loop's outbox
+        try:
+            await self._run(backoff)
+        finally:
+            _OUTBOX.reset(token)
+
+    async def _run(self, backoff: Backoff) -> None:
         while not self._stopping.is_set():
             self._consumer = self._build()
             try:
@@ -348,7 +379,7 @@ class ConsumerLoop:
         # committed in order, and only once what their handlers published was acknowledged.
         committing: asyncio.Task[None] | None = None
         offsets: dict[TopicPartition, int] = {}
-        published: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]] = []
+        published: list[Pending] = []
         last_check = last_health = time.monotonic()
         if self.start_gate is not None:  # joined (start() did that); fetch nothing yet
             while not self.start_gate.is_set() and not self._stopping.is_set():
@@ -372,7 +403,7 @@ class ConsumerLoop:
                     if n:
                         self._consumed_counter[topic].inc(n)
                         self._uncounted[topic] = 0
-                published.extend(self.bus.take_pending())
+                published.extend(self.outbox.take())
                 if offsets and (committing is None or committing.done()):
                     if committing is not None:
                         committing.result()  # raises if the previous commit failed
@@ -389,7 +420,7 @@ class ConsumerLoop:
             # before leaving the group: everything handled is acknowledged and committed
             if committing is not None:
                 await committing
-            published.extend(self.bus.take_pending())
+            published.extend(self.outbox.take())
             if offsets:
                 await self._flush_and_commit(consumer, published, offsets)
 
@@ -421,7 +452,7 @@ class ConsumerLoop:
         return finished
 
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer,
-                                pending: list[tuple[asyncio.Future[Any], str, bytes, bytes | None]],
+                                pending: list[Pending],
                                 offsets: dict[TopicPartition, int]) -> None:
         await self.bus.settle(pending)
         try:

@@ -203,3 +203,91 @@ async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: 
             await task
     finally:
         broker.stop()
+
+
+async def test_loops_sharing_a_bus_commit_only_after_their_own_publishes_are_acknowledged(
+        kafka_settings: KafkaSettings) -> None:
+    """Two consumer loops on one Bus: A's handler publishes, then awaits (as the arbitrage
+    executor awaits exchanges); B keeps handling and committing meanwhile. A must not commit
+    its record before its publish is acknowledged (linger makes the ack take about a second),
+    and B must not wait for A's publish."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = kafka_settings.model_copy(update={"linger_ms": 1000})
+    in_a, in_b, out = (f"test.outbox-{n}-{time.monotonic_ns()}" for n in ("a", "b", "out"))
+    topics = [t for name in (in_a, in_b, out) for t in (name, dead_letter_topic(name))]
+    acked: dict[str, float] = {}
+    handled_a = asyncio.Event()
+
+    async def handle_a(msg: OrderBook, _record: Any) -> None:
+        future = await bus.publish(out, msg)
+        assert future is not None
+        future.add_done_callback(lambda _f: acked.setdefault("at", time.monotonic()))
+        handled_a.set()
+        await asyncio.sleep(0.3)  # B handles and commits meanwhile
+
+    async def handle_b(_msg: OrderBook, _record: Any) -> None:
+        return None
+
+    # outside observers of each group's committed offsets (they never join the group)
+    observers = {group: AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                         enable_auto_commit=False)
+                 for group in ("g-outbox-a", "g-outbox-b")}
+    for observer in observers.values():
+        await observer.start()
+
+    async def committed(group: str, topic: str) -> int:
+        total = 0
+        for partition in range(settings.partitions):
+            offset = await observers[group].committed(TopicPartition(topic, partition))
+            total += offset or 0
+        return total
+
+    async with Bus(settings, topics=topics) as bus:
+        loop_a = loop_for(bus, settings, in_a, "g-outbox-a", handle_a)
+        loop_b = loop_for(bus, settings, in_b, "g-outbox-b", handle_b)
+        tasks = [asyncio.create_task(lp.run()) for lp in (loop_a, loop_b)]
+        try:
+            await eventually(lambda: bool(loop_a.assignment and loop_b.assignment), 30, "both loops assigned")
+            feeding = asyncio.create_task(_feed(settings.bootstrap_servers, in_b))
+            await bus.send(in_a, book(1, "A/USDT"))
+            await asyncio.wait_for(handled_a.wait(), 20)
+            b_before = await committed("g-outbox-b", in_b)
+            samples: list[tuple[float, int]] = []  # (time, A's committed offset) while waiting
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                offset = await committed("g-outbox-a", in_a)
+                samples.append((time.monotonic(), offset))  # the time once the answer is in
+                if samples[-1][1] >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            b_after = await committed("g-outbox-b", in_b)
+            feeding.cancel()
+        finally:
+            for lp in (loop_a, loop_b):
+                lp.stop()
+            await asyncio.gather(*tasks)
+            for observer in observers.values():
+                await observer.stop()
+    assert "at" in acked, "A's publish was never acknowledged"
+    first_commit = next((t for t, offset in samples if offset >= 1), None)
+    assert first_commit is not None, "A never committed its record"
+    assert first_commit >= acked["at"], (
+        f"A committed {acked['at'] - first_commit:.3f}s before its publish was acknowledged")
+    assert b_after > b_before, "B stopped committing while A's publish was pending"
+
+
+async def _feed(bootstrap: str, topic: str) -> None:
+    """A record for B every 50 ms, from a producer of its own (no linger)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        seq = 0
+        while True:
+            seq += 1
+            await producer.send_and_wait(topic, msgspec.json.encode(book(seq, "B/USDT")), key=b"B/USDT")
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()
