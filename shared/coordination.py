@@ -12,6 +12,14 @@ Leader lock
 Idempotency claim
     ``claim(key)`` is ``SET key owner NX EX ttl``: true for exactly one caller however
     many race, so an order id is sent at most once.
+
+Errors
+    :func:`connect` returns a client whose commands, scripts and pipelines raise
+    :class:`RedisUnavailable` — a :class:`~shared.errors.TransientError` (retry with
+    backoff) that is also a ``redis.exceptions.ConnectionError`` — when Redis cannot be
+    reached, times out, is loading, read-only or out of memory. Callers never translate
+    Redis errors by hand. Other ``ResponseError``s (a script bug, a wrong type) stay as
+    they are: retrying would not help.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.errors import StaleLeader, TransientError
@@ -82,9 +92,50 @@ return 1
 """
 
 
+class RedisUnavailable(TransientError, rex.ConnectionError):
+    """Redis could not serve a command now; the same command may succeed later."""
+
+
+# What "Redis is away" looks like; NoScriptError and other ResponseErrors are not in it
+# (the script runner relies on the former, the latter are bugs).
+_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, rex.TryAgainError,
+                rex.OutOfMemoryError)
+
+
+def _unavailable(what: object, exc: Exception) -> RedisUnavailable:
+    return RedisUnavailable(f"redis unavailable ({what}): {type(exc).__name__}: {exc}")
+
+
+class _TranslatingPipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error)
+        except RedisUnavailable:
+            raise
+        except _UNAVAILABLE as exc:
+            raise _unavailable("pipeline", exc) from exc
+
+
+class TranslatingRedis(aioredis.Redis):
+    """``redis.asyncio.Redis`` raising :class:`RedisUnavailable` for an unreachable server."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)
+        except RedisUnavailable:
+            raise
+        except _UNAVAILABLE as exc:
+            raise _unavailable(args[0] if args else "command", exc) from exc
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        return _TranslatingPipeline(self.connection_pool, self.response_callbacks, transaction,
+                                    shard_hint)
+
+
 def connect(settings: RedisSettings) -> aioredis.Redis:
-    """A Redis client with timeouts; the URL (which may hold a password) is never logged."""
-    return aioredis.from_url(
+    """A Redis client with timeouts, raising :class:`RedisUnavailable` when Redis is away;
+    the URL (which may hold a password) is never logged."""
+    return TranslatingRedis.from_url(
         settings.url.get_secret_value(),
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
@@ -117,11 +168,8 @@ class LeaderLock:
 
     async def acquire(self) -> int | None:
         """Take or renew the lock. Returns the fencing token, or None if another holds it."""
-        try:
-            token = int(await self._acquire(keys=[self.lock_key, self.fence_key],
-                                            args=[self.owner, self.ttl_ms]))
-        except RedisError as exc:
-            raise TransientError(f"redis unavailable for lock {self.name}: {exc}") from exc
+        token = int(await self._acquire(keys=[self.lock_key, self.fence_key],
+                                        args=[self.owner, self.ttl_ms]))
         if token:
             if self.token != token:
                 log.info("leader_acquired", lock=self.name, fence=token)
@@ -211,10 +259,7 @@ class Claims:
         self.owner = owner or default_owner()
 
     async def claim(self, key: str) -> bool:
-        try:
-            return bool(await self.client.set(self.prefix + key, self.owner, nx=True, ex=self.ttl_s))
-        except RedisError as exc:
-            raise TransientError(f"redis unavailable for claim: {exc}") from exc
+        return bool(await self.client.set(self.prefix + key, self.owner, nx=True, ex=self.ttl_s))
 
     async def owner_of(self, key: str) -> str | None:
         raw = await self.client.get(self.prefix + key)
@@ -301,9 +346,9 @@ class WorkShare:
                         owned.add(item)
                 elif item in self.owned:
                     await self._release(item)
-        except RedisError as exc:
+        except TransientError:
             self.owned = set()  # without Redis we cannot prove ownership: publish nothing
-            raise TransientError(f"redis unavailable for work sharing: {exc}") from exc
+            raise
         self.owned = owned
         return owned
 
