@@ -314,6 +314,7 @@ class ConsumerLoop:
         self.assigned = asyncio.Event()
         self.start_gate = start_gate
         self.outbox = Outbox()  # what this loop's handlers published, settled before each commit
+        self._assigned_count = -1  # partitions last reported to the gauge
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and leave the group."""
@@ -368,6 +369,8 @@ class ConsumerLoop:
                     await asyncio.wait_for(self._stopping.wait(), delay)
             finally:
                 self.assigned.clear()
+                self._assigned_count = 0
+                metrics.BUS_PARTITIONS.labels(self.group_id).set(0)
                 consumer, self._consumer = self._consumer, None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(consumer.stop(), 10)
@@ -394,8 +397,12 @@ class ConsumerLoop:
                 batch = await consumer.getmany(timeout_ms=200,
                                                max_records=self.settings.max_poll_records)
                 now = time.monotonic()
-                if consumer.assignment():
+                assignment = consumer.assignment()
+                if assignment:
                     self.assigned.set()
+                if len(assignment) != self._assigned_count:
+                    self._assigned_count = len(assignment)
+                    metrics.BUS_PARTITIONS.labels(self.group_id).set(self._assigned_count)
                 for tp, records in batch.items():
                     if not await self._handle(tp, records, offsets):
                         break  # asked to stop while retrying a transient failure

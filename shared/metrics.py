@@ -30,6 +30,8 @@ BUS_CONSUMER_REBUILDS = Counter(
     "cse_bus_consumer_rebuilds_total", "Consumers rebuilt after a stall or broker loss", ["group"]
 )
 BUS_ERRORS = Counter("cse_bus_errors_total", "Kafka errors by operation", ["op"])
+BUS_PARTITIONS = Gauge("cse_bus_partitions_assigned", "Partitions assigned to this consumer-group member",
+                       ["group"])
 
 # Time-series store (shared.timeseries)
 TSDB_WRITTEN = Counter("cse_tsdb_points_written_total", "Points accepted by the store")
