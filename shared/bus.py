@@ -7,10 +7,11 @@
 * :class:`ConsumerLoop` runs one consumer-group member around a handler. Offsets are
   committed only after the handler returned for every record of a batch and what it
   published was acknowledged by the broker (at-least-once); each loop settles only its
-  own handlers' publishes (its :class:`Outbox`), however many loops share the bus. A record that does not decode or validate, or whose handler raises
-  a non-transient error, goes to ``<topic>.dlq`` with the reason, and the loop moves
-  on. A :class:`~shared.errors.TransientError` from the handler is retried with backoff
-  and never committed past. When fetching or committing stalls (broker gone, group
+  own handlers' publishes (its :class:`Outbox`), however many loops share the bus.
+  A record that does not decode or validate, or whose handler raises a non-transient
+  error, goes to ``<topic>.dlq`` with the reason, and the loop moves on. A
+  :class:`~shared.errors.TransientError` from the handler is retried with backoff and
+  never committed past. When fetching or committing stalls (broker gone, group
   forgotten by a restarted broker) the consumer is rebuilt from scratch.
 """
 
