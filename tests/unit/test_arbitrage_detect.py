@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -273,12 +274,61 @@ def test_a_cross_is_found_both_ways_with_its_fields() -> None:
                          "stale_skips": 0, "out_of_order": 0}
 
 
-def test_every_other_venue_is_compared_best_first() -> None:
-    det = CrossVenueDetector(cfg())
+def test_every_other_venue_is_compared_best_first_on_what_the_better_ones_left() -> None:
+    det = CrossVenueDetector(cfg(default_fee=0.0))
     for v, bid in (("a", 101.0), ("b", 102.0), ("c", 99.0)):
         det.update(ob(v, bid, bid + 5.0), NOW)
-    ops = det.update(ob("d", 90.0, 100.0), NOW)
+    d = OrderBook(venue="d", symbol="BTC/USDT", bids=[(90.0, 1.0)], asks=[(100.0, 2.5), (101.0, 5.0)],
+                  ts_venue_ms=NOW, ts_recv_ms=NOW, seq=1)
+    ops = det.update(d, NOW)
     assert [(o.buy_venue, o.sell_venue) for o in ops] == [("d", "b"), ("d", "a")]
+    # d→b: 1 @ 100 sold at 102, 1 @ 100 sold at 101 (b's depth is 1 + 1): 3.0
+    assert (ops[0].quantity, ops[0].net_profit) == (2.0, pytest.approx(3.0))
+    # d→a gets the 0.5 left at 100, sold at 101 — not the 1.0 it would see on an untouched book
+    assert (ops[1].quantity, ops[1].buy_vwap, ops[1].net_profit) == (0.5, 100.0, pytest.approx(0.5))
+
+
+def test_a_kept_book_is_not_offered_twice_when_the_other_venue_updates() -> None:
+    """The trader's case: x asks 0.08 @ 30000 then 0.06 @ 30020; y bids 0.05 @ 30100, 0.10 @ 30080."""
+    det = CrossVenueDetector(cfg(default_fee=0.001))
+    x = OrderBook(venue="x", symbol="BTC/USDT", bids=[(29990.0, 1.0)],
+                  asks=[(30000.0, 0.08), (30020.0, 0.06)], ts_venue_ms=NOW, ts_recv_ms=NOW, seq=7)
+    y = OrderBook(venue="y", symbol="BTC/USDT", bids=[(30100.0, 0.05), (30080.0, 0.10)],
+                  asks=[(30110.0, 1.0)], ts_venue_ms=NOW, ts_recv_ms=NOW, seq=1)
+    assert det.update(x, NOW) == []
+    [first] = det.update(y, NOW)
+    # 0.08 bought at 30000, sold 0.05 @ 30100 + 0.03 @ 30080 = 2407.4; 30020 vs 30080 does not pay
+    # (30080·0.999 = 30049.92 < 30020·1.001 = 30050.02). Net 2407.4·0.999 − 2400·1.001 = 2.5926
+    assert first.quantity == pytest.approx(0.08) and first.net_profit == pytest.approx(2.5926)
+    # y's next book, same levels: x's 0.08 @ 30000 is promised, what is left starts at 30020,
+    # which pays against 30100 (30100·0.999 = 30069.9 > 30050.02) for y's 0.05 only
+    [second] = det.update(msgspec.structs.replace(y, seq=2), NOW)
+    assert (second.quantity, second.buy_vwap, second.sell_vwap) == (pytest.approx(0.05), 30020.0, 30100.0)
+    assert second.net_profit == pytest.approx(0.05 * (30069.9 - 30050.02))
+    assert second.id != first.id
+    # another y book: the 0.01 left at 30020, then x has nothing left to offer
+    [third] = det.update(msgspec.structs.replace(y, seq=3), NOW)
+    assert (third.quantity, third.buy_vwap) == (pytest.approx(0.01), pytest.approx(30020.0))
+    assert det.update(msgspec.structs.replace(y, seq=4), NOW) == []
+    # a newer x book starts afresh
+    [fresh] = det.update(msgspec.structs.replace(x, seq=8), NOW)
+    assert fresh.quantity == pytest.approx(0.08) and fresh.buy_vwap == 30000.0
+
+
+@PROPS
+@given(sizes=st.lists(st.floats(0.01, 5.0), min_size=1, max_size=6), updates=st.integers(1, 6))
+def test_a_kept_book_never_promises_more_than_it_shows(sizes: list[float], updates: int) -> None:
+    det = CrossVenueDetector(cfg(default_fee=0.0))
+    asks = [(100.0 + i, q) for i, q in enumerate(sizes)]
+    det.update(OrderBook(venue="x", symbol="BTC/USDT", bids=[(90.0, 1.0)], asks=asks, ts_venue_ms=NOW,
+                         ts_recv_ms=NOW, seq=1), NOW)
+    taken = 0.0
+    for n in range(updates):
+        y = OrderBook(venue="y", symbol="BTC/USDT", bids=[(200.0, 3.0)], asks=[(201.0, 1.0)],
+                      ts_venue_ms=NOW, ts_recv_ms=NOW, seq=n + 1)
+        taken += sum(op.quantity for op in det.update(y, NOW) if op.buy_venue == "x")
+    assert taken == pytest.approx(min(sum(sizes), 3.0 * updates), rel=1e-9)
+    assert taken <= sum(sizes) * (1 + 1e-12)
 
 
 def test_no_cross_is_rejected_at_the_top_without_a_walk() -> None:
@@ -349,8 +399,7 @@ def test_older_books_are_ignored_and_forget_drops_a_venue() -> None:
     det.forget("a")
     assert det.book("BTC/USDT", "a") is None
     assert det.update(ob("b", 101.0, 102.0, seq=2), NOW) == []
-    det.update(ob("c", 99.0, 100.0), NOW)  # venue slots are rebuilt correctly after a removal
-    [op] = det.update(ob("b", 101.0, 102.0, seq=3), NOW)
+    [op] = det.update(ob("c", 99.0, 100.0), NOW)  # venue slots are rebuilt correctly after a removal
     assert (op.buy_venue, op.sell_venue) == ("c", "b")
 
 

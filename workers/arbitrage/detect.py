@@ -96,8 +96,12 @@ def _as_list(levels: Levels) -> Sequence[Sequence[float]]:
 
 
 def walk(asks: Levels, bids: Levels, fee_buy: float, fee_sell: float, slippage_bps: float,
-         max_base: float = INF, max_quote: float = INF, max_notional: float = INF) -> WalkResult | None:
+         max_base: float = INF, max_quote: float = INF, max_notional: float = INF,
+         used_asks: float = 0.0, used_bids: float = 0.0) -> WalkResult | None:
     """Walk the buy venue's ``asks`` against the sell venue's ``bids`` and size the trade.
+
+    ``used_asks``/``used_bids`` (base) were already taken from the top of these books by
+    earlier opportunities: the walk starts below them.
 
     Both are (price, quantity) levels, best first. A unit bought at ask ``a`` and sold at bid
     ``b`` earns ``b·(1−fee_sell)·(1−slip) − a·(1+fee_buy)·(1+slip)``; that marginal profit
@@ -123,9 +127,12 @@ def walk(asks: Levels, bids: Levels, fee_buy: float, fee_sell: float, slippage_b
     if not (cost_cap > 0.0 and base_room > 0.0):
         return None
 
-    i = j = 0
-    a, qa = asks[0]
-    b, qb = bids[0]
+    i, qa = _after(asks, used_asks)
+    j, qb = _after(bids, used_bids)
+    if i == na or j == nb:
+        return None
+    a = asks[i][0]
+    b = bids[j][0]
     wa = wb = 0.0  # prices of the last levels actually taken from
     qty = cost = proceeds = 0.0
     while True:
@@ -172,6 +179,26 @@ def walk(asks: Levels, bids: Levels, fee_buy: float, fee_sell: float, slippage_b
                       net / cost * 1e4, cost * fee_buy + proceeds * fee_sell)
 
 
+def _after(levels: Sequence[Sequence[float]], used: float) -> tuple[int, float]:
+    """Index and quantity left of the first level below ``used`` base taken from the top."""
+    if used <= 0.0:
+        return 0, levels[0][1]
+    for i, (_price, qty) in enumerate(levels):
+        if used < qty * (1.0 - 1e-12):
+            return i, qty - used
+        used -= qty
+    return len(levels), 0.0
+
+
+def best_left(levels: Levels, used: float) -> float | None:
+    """The best price still offered once ``used`` base was taken from the top, if any."""
+    levels = _as_list(levels)
+    if not levels:
+        return None
+    i, _left = _after(levels, used)
+    return levels[i][0] if i < len(levels) else None
+
+
 def opportunity_id(kind: str, *parts: Any) -> str:
     """A short hex digest of ``kind`` and ``parts``: stable across processes (unlike hash())."""
     text = "|".join([kind, *map(str, parts)])
@@ -188,7 +215,7 @@ class _Symbol:
     """One symbol's books across venues, with slot-aligned lists of effective best prices."""
 
     __slots__ = ("base", "books", "buy_f", "eask", "ebid", "fees", "index", "quote", "sell_f",
-                 "symbol", "venues")
+                 "symbol", "used_ask", "used_bid", "venues")
 
     def __init__(self, symbol: str):
         self.symbol = symbol
@@ -201,6 +228,9 @@ class _Symbol:
         self.sell_f: list[float] = []  # (1−fee)(1−slip): best bid × this = effective proceeds
         self.ebid: list[float] = []  # −inf when the venue has no bid
         self.eask: list[float] = []  # +inf when the venue has no ask
+        # base already promised to opportunities from the kept book's top (until a newer book)
+        self.used_ask: list[float] = []
+        self.used_bid: list[float] = []
 
     def add(self, venue: str, fee: float, slip: float) -> int:
         self.index[venue] = len(self.venues)
@@ -211,11 +241,14 @@ class _Symbol:
         self.sell_f.append((1.0 - fee) * (1.0 - slip))
         self.ebid.append(-INF)
         self.eask.append(INF)
+        self.used_ask.append(0.0)
+        self.used_bid.append(0.0)
         return self.index[venue]
 
     def remove(self, venue: str) -> None:
         k = self.index.pop(venue)
-        for lst in (self.venues, self.books, self.fees, self.buy_f, self.sell_f, self.ebid, self.eask):
+        for lst in (self.venues, self.books, self.fees, self.buy_f, self.sell_f, self.ebid, self.eask,
+                    self.used_ask, self.used_bid):
             del lst[k]
         self.index = {v: n for n, v in enumerate(self.venues)}
 
@@ -224,9 +257,13 @@ class CrossVenueDetector:
     """Keeps the freshest book per (symbol, venue) and reports cross-venue spreads on update.
 
     Each :meth:`update` compares the updated venue with every other venue of the symbol in
-    both directions. Opportunities of one update may share liquidity (one venue's asks
-    against two venues' bids); they are returned best net profit first and the executor
-    picks. Counters: ``updates``, ``topbook_rejects`` (rejected by the best-price test),
+    both directions. Liquidity is never offered twice: an opportunity promises its quantity
+    of both books it walked, and later opportunities — of the same update, or of a later
+    update of the other venue paired with the same kept book — are sized on what is left
+    below it, until that venue sends a newer book. Opportunities are returned best net
+    profit first (chosen greedily, each on what the previous ones left).
+
+    Counters: ``updates``, ``topbook_rejects`` (rejected by the best-price test),
     ``walks``, ``opportunities``, ``stale_skips`` (an update whose own book is already stale,
     or a pair crossing at the top with a stale book) and ``out_of_order`` (an update older
     than the book kept, by venue time then sequence: ignored).
@@ -284,6 +321,7 @@ class CrossVenueDetector:
             self.out_of_order += 1
             return []
         sym.books[k] = book
+        sym.used_ask[k] = sym.used_bid[k] = 0.0  # a newer book: nothing promised from it yet
         bids = book.bids
         asks = book.asks
         eb = sym.ebid[k] = bids[0][0] * sym.sell_f[k] if bids else -INF
@@ -299,8 +337,11 @@ class CrossVenueDetector:
         return self._compare(sym, k, now_ms, balances)
 
     def _compare(self, sym: _Symbol, k: int, now_ms: int, balances: Balances | None) -> list[Opportunity]:
-        found: list[Opportunity] = []
+        """Every pair of the updated venue with another, both ways, greedily best first: each
+        opportunity taken promises its quantity of both books (``used_ask``/``used_bid``), so
+        the next one is sized on what is left and no liquidity is offered twice."""
         stale_ms = self.config.stale_ms
+        pairs = []
         for o in range(len(sym.venues)):
             if o == k:
                 continue
@@ -313,16 +354,41 @@ class CrossVenueDetector:
                 if now_ms - bb.ts_venue_ms > stale_ms or now_ms - sb.ts_venue_ms > stale_ms:
                     self.stale_skips += 1
                     continue
-                opp = self._walk_pair(sym, buy, sell, bb, sb, now_ms, balances)
-                if opp is not None:
-                    found.append(opp)
+                pairs.append((buy, sell))
+        found: list[Opportunity] = []
+        while pairs:
+            best: Opportunity | None = None
+            best_pair = pairs[0]
+            for buy, sell in pairs:
+                if sym.ebid[sell] <= sym.eask[buy]:
+                    continue  # what is left no longer crosses
+                opp = self._walk_pair(sym, buy, sell, now_ms, balances)
+                if opp is not None and (best is None or opp.net_profit > best.net_profit):
+                    best, best_pair = opp, (buy, sell)
+            if best is None:
+                break
+            found.append(best)
+            self._promise(sym, *best_pair, best.quantity)
+            pairs.remove(best_pair)
         self.opportunities += len(found)
-        found.sort(key=lambda op: -op.net_profit)
         return found
 
-    def _walk_pair(self, sym: _Symbol, buy: int, sell: int, bb: OrderBook, sb: OrderBook, now_ms: int,
+    def _promise(self, sym: _Symbol, buy: int, sell: int, quantity: float) -> None:
+        """Take ``quantity`` off the top of the buy venue's asks and the sell venue's bids."""
+        sym.used_ask[buy] += quantity
+        sym.used_bid[sell] += quantity
+        bb, sb = sym.books[buy], sym.books[sell]
+        assert bb is not None and sb is not None
+        ask = best_left(bb.asks, sym.used_ask[buy])
+        bid = best_left(sb.bids, sym.used_bid[sell])
+        sym.eask[buy] = ask * sym.buy_f[buy] if ask is not None else INF
+        sym.ebid[sell] = bid * sym.sell_f[sell] if bid is not None else -INF
+
+    def _walk_pair(self, sym: _Symbol, buy: int, sell: int, now_ms: int,
                    balances: Balances | None) -> Opportunity | None:
         cfg = self.config
+        bb, sb = sym.books[buy], sym.books[sell]
+        assert bb is not None and sb is not None
         buy_venue = sym.venues[buy]
         sell_venue = sym.venues[sell]
         if balances is None:
@@ -331,12 +397,15 @@ class CrossVenueDetector:
             max_quote = balances(buy_venue, sym.quote)
             max_base = balances(sell_venue, sym.base)
         self.walks += 1
+        used_ask, used_bid = sym.used_ask[buy], sym.used_bid[sell]
         res = walk(bb.asks, sb.bids, sym.fees[buy], sym.fees[sell], cfg.slippage_bps,
-                   max_base, max_quote, cfg.max_notional)
+                   max_base, max_quote, cfg.max_notional, used_ask, used_bid)
         if res is None or res.net_profit < cfg.min_profit or res.edge_bps < cfg.min_edge_bps:
             return None
-        oid = opportunity_id("cross", sym.symbol, buy_venue, sell_venue,
-                             bb.seq, bb.ts_venue_ms, sb.seq, sb.ts_venue_ms)
+        parts: list[Any] = [sym.symbol, buy_venue, sell_venue, bb.seq, bb.ts_venue_ms, sb.seq, sb.ts_venue_ms]
+        if used_ask or used_bid:  # the rest of books already partly promised: another opportunity
+            parts += [repr(used_ask), repr(used_bid)]
+        oid = opportunity_id("cross", *parts)
         return Opportunity(
             id=oid, kind="cross", symbol=sym.symbol, buy_venue=buy_venue, sell_venue=sell_venue,
             quantity=res.quantity, buy_vwap=res.buy_vwap, sell_vwap=res.sell_vwap,
