@@ -1,0 +1,1 @@
+"""Tooling beside the production code: nothing under ``workers/`` or ``shared/`` imports it."""
