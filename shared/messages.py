@@ -49,8 +49,25 @@ class OrderBook(Message, tag="orderbook", kw_only=True):
     seq: int = 0
 
 
+class OpportunityLeg(msgspec.Struct, kw_only=True):
+    """One order of a multi-leg (triangular) opportunity, as detected."""
+
+    symbol: str
+    side: Literal["buy", "sell"]
+    amount: float  # base
+    vwap: float
+    worst: float  # the last level walked
+    book_ms: int  # when ingest received the book it was walked on
+
+
 class Opportunity(Message, tag="opportunity", kw_only=True):
-    """A spread worth trading after fees and slippage (arb.opportunities, key = symbol)."""
+    """A spread worth trading after fees and slippage (arb.opportunities, key = symbol).
+
+    ``buy_book_ms``/``sell_book_ms``: when ingest received each book (0: unknown), so the
+    executor can tell how old the liquidity it is about to take was. A triangular
+    opportunity lists its three orders in ``legs``; its ``quantity`` is the amount of the
+    start currency put in.
+    """
 
     id: str  # deterministic: same books, same id
     kind: Literal["cross", "triangular"]
@@ -68,6 +85,9 @@ class Opportunity(Message, tag="opportunity", kw_only=True):
     ts_book_ms: int
     ts_detect_ms: int
     path: list[str] = []  # triangular: the markets in order
+    buy_book_ms: int = 0
+    sell_book_ms: int = 0
+    legs: list[OpportunityLeg] = []
 
 
 class Execution(Message, tag="execution", kw_only=True):

@@ -412,4 +412,5 @@ class CrossVenueDetector:
             buy_worst=res.buy_worst, sell_worst=res.sell_worst, gross_profit=res.gross_profit,
             net_profit=res.net_profit, edge_bps=res.edge_bps,
             ts_book_ms=max(bb.ts_recv_ms, sb.ts_recv_ms), ts_detect_ms=now_ms,
+            buy_book_ms=bb.ts_recv_ms, sell_book_ms=sb.ts_recv_ms,
         )

@@ -11,9 +11,13 @@ decides what the receiving replica does with it, atomically:
 * ``busy``    another live replica is on it: try again later;
 * ``done``    finished already: nothing to do.
 
-Reservations (``reserve``) keep replicas from committing the same balance twice: the
-amount reserved per venue and asset never exceeds the balance last read from the venue.
-Each opportunity records what it reserved, so a takeover releases a dead owner's holds.
+Pair locks (``lock_pairs``) make executions that trade the same (venue, symbol) take turns,
+and record when orders were last answered there (``touch``): a book received before that
+no longer shows the venue as it is, so an execution re-reads it. Balances and their
+reservations are in :mod:`workers.arbitrage.balances`. Every key here expires (the
+opportunity's hash after ``keep_s``, a pair lock after the lease), so a crash at any point
+leaves nothing held for ever; Redis errors arrive as
+:class:`~shared.coordination.RedisUnavailable` (transient: the message is retried).
 """
 
 from __future__ import annotations
@@ -22,9 +26,6 @@ import time
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from shared.errors import TransientError
 
 Begin = Literal["new", "recover", "busy", "done"]
 
@@ -47,33 +48,34 @@ end
 return 'busy'
 """
 
-# KEYS[1]=reserved hash of the venue, KEYS[2]=the opportunity's hash
-# ARGV: asset, amount, available, field name in the opportunity hash
-_RESERVE = """
-local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local amount = tonumber(ARGV[2])
-if held + amount > tonumber(ARGV[3]) * (1 + 1e-12) then
-  return 0
+# Lock every (venue, symbol) pair an execution trades, all or none. KEYS: the pairs' lock keys,
+# then their touch keys. ARGV: owner, ttl ms. Returns the touch times (ms, 0 never traded) or
+# nil when another owner holds one of them.
+_LOCK = """
+local n = #KEYS / 2
+for i = 1, n do
+  local holder = redis.call('GET', KEYS[i])
+  if holder and holder ~= ARGV[1] then
+    return nil
+  end
 end
-redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], ARGV[2])
-return 1
+local touched = {}
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  touched[i] = redis.call('GET', KEYS[n + i]) or '0'
+end
+return touched
 """
 
-# Release everything an opportunity reserved. KEYS[1]=opportunity hash; ARGV[1]=key prefix
-_RELEASE = """
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local f = fields[i]
-  if string.sub(f, 1, 4) == 'res|' then
-    local venue, asset = string.match(f, '^res|([^|]+)|(.+)$')
-    local amount = tonumber(fields[i + 1])
-    local key = ARGV[1] .. 'arb:reserved:' .. venue
-    local left = tonumber(redis.call('HINCRBYFLOAT', key, asset, -amount))
-    if left < 1e-12 then
-      redis.call('HDEL', key, asset)
-    end
-    redis.call('HDEL', KEYS[1], f)
+# KEYS: lock keys, then touch keys. ARGV: owner, touch ms (or '' to leave the touch times).
+_UNLOCK = """
+local n = #KEYS / 2
+for i = 1, n do
+  if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[n + i], ARGV[2], 'PX', 86400000)
+  end
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
   end
 end
 return 1
@@ -90,40 +92,40 @@ class ExecutionLedger:
         self.keep_ms = int(keep_s * 1000)
         self.drift_key = f"{prefix}arb:drift"
         self._begin = client.register_script(_BEGIN)
-        self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
+        self._lock = client.register_script(_LOCK)
+        self._unlock = client.register_script(_UNLOCK)
 
     def _key(self, opportunity_id: str) -> str:
         return f"{self.prefix}arb:opp:{opportunity_id}"
 
     async def begin(self, opportunity_id: str) -> Begin:
-        try:
-            result = await self._begin(keys=[self._key(opportunity_id)],
-                                       args=[self.owner, int(time.time() * 1000), self.lease_ms,
-                                             self.keep_ms])
-        except RedisError as exc:
-            raise TransientError(f"redis unavailable for the execution ledger: {exc}") from exc
+        result = await self._begin(keys=[self._key(opportunity_id)],
+                                   args=[self.owner, int(time.time() * 1000), self.lease_ms, self.keep_ms])
         return result.decode() if isinstance(result, bytes) else result  # type: ignore[no-any-return]
 
-    async def reserve(self, opportunity_id: str, venue: str, asset: str, amount: float,
-                      available: float) -> bool:
-        """Hold ``amount`` of ``asset`` on ``venue`` if the unreserved balance covers it."""
-        return bool(await self._reserve(
-            keys=[f"{self.prefix}arb:reserved:{venue}", self._key(opportunity_id)],
-            args=[asset, repr(amount), repr(available), f"res|{venue}|{asset}"]))
+    def _pair_keys(self, pairs: list[tuple[str, str]]) -> list[str]:
+        return ([f"{self.prefix}arb:pair:{v}|{s}" for v, s in pairs]
+                + [f"{self.prefix}arb:touch:{v}|{s}" for v, s in pairs])
 
-    async def reserved(self, venue: str, asset: str) -> float:
-        raw = await self.client.hget(f"{self.prefix}arb:reserved:{venue}", asset)
-        return float(raw) if raw is not None else 0.0
+    async def lock_pairs(self, opportunity_id: str, pairs: list[tuple[str, str]]) -> list[int] | None:
+        """Lock the (venue, symbol) pairs an execution trades, for the lease; returns when
+        each was last traded (ms, 0 never), or None if another execution holds one."""
+        touched = await self._lock(keys=self._pair_keys(pairs), args=[opportunity_id, self.lease_ms])
+        if touched is None:
+            return None
+        return [int(float(t)) for t in touched]
 
-    async def release(self, opportunity_id: str) -> None:
-        await self._release(keys=[self._key(opportunity_id)], args=[self.prefix])
+    async def unlock_pairs(self, opportunity_id: str, pairs: list[tuple[str, str]], touched_ms: int | None
+                           ) -> None:
+        """Release the pairs; ``touched_ms``: orders were answered on them at that time (books
+        received before it no longer show the venue as it is)."""
+        await self._unlock(keys=self._pair_keys(pairs),
+                           args=[opportunity_id, "" if touched_ms is None else touched_ms])
 
     async def record(self, opportunity_id: str, **fields: str) -> None:
         await self.client.hset(self._key(opportunity_id), mapping=fields)
 
     async def finish(self, opportunity_id: str, outcome: str) -> None:
-        await self.release(opportunity_id)
         await self.client.hset(self._key(opportunity_id),
                                mapping={"state": "done", "outcome": outcome})
 

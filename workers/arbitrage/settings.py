@@ -23,7 +23,9 @@ class ArbitrageParams(_Part):
     min_edge_bps: float = Field(1.0, ge=0, le=10_000)
     stale_ms: int = Field(3000, ge=1, le=600_000, description="a book older than this never trades")
     hedge_max_loss_bps: float = Field(50.0, ge=0, le=5000)
-    balance_interval_s: float = Field(5.0, gt=0, le=3600)
+    balance_interval_s: float = Field(5.0, gt=0, le=3600, description="venue balance reads")
+    refresh_ms: int = Field(100, ge=0, le=600_000,
+                            description="books older than this are fetched again before an execution")
     triangular: bool = False
     triangular_start: str = Field("USDT", description="start currencies, comma-separated")
     lease_s: float = Field(30.0, ge=1, le=3600, description="execution lease before a takeover")

@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.messages import Opportunity, OrderBook
-from workers.arbitrage.detect import DEFAULT_TAKER_FEE, Levels, opportunity_id, split_symbol
+from shared.messages import Opportunity, OpportunityLeg, OrderBook
+from workers.arbitrage.detect import DEFAULT_TAKER_FEE, Balances, Levels, opportunity_id, split_symbol
 
 INF = math.inf
 
@@ -233,8 +233,9 @@ class TriangularDetector:
             self._build_cycles(v)
         return [[v.markets[e // 2].symbol for e in edges] for _, edges in v.cycles]
 
-    def scan(self, venue: str, now_ms: int) -> list[Opportunity]:
-        """Every profitable cycle of ``venue`` now, sized through depth, best net profit first."""
+    def scan(self, venue: str, now_ms: int, balances: Balances | None = None) -> list[Opportunity]:
+        """Every profitable cycle of ``venue`` now, sized through depth (and at most the start
+        currency ``balances(venue, currency)`` says is available), best net profit first."""
         self.scans += 1
         v = self._venues.get(venue)
         if v is None:
@@ -252,7 +253,7 @@ class TriangularDetector:
             return []
         found: list[Opportunity] = []
         for c in np.flatnonzero(sums < self._threshold).tolist():
-            opp = self._size(venue, v, c, now_ms)
+            opp = self._size(venue, v, c, now_ms, balances)
             if opp is not None:
                 found.append(opp)
         self.opportunities += len(found)
@@ -288,8 +289,13 @@ class TriangularDetector:
         v.tri = [np.ascontiguousarray(tri[:, k]) for k in range(3)]
         v.dirty = False
 
-    def _size(self, venue: str, v: _Venue, c: int, now_ms: int) -> Opportunity | None:
+    def _size(self, venue: str, v: _Venue, c: int, now_ms: int, balances: Balances | None
+              ) -> Opportunity | None:
         start, edges = v.cycles[c]
+        max_input = self.max_notional if balances is None else min(self.max_notional,
+                                                                   balances(venue, start))
+        if not max_input > 0.0:
+            return None
         books: list[OrderBook] = []
         legs: list[Leg] = []
         fee = self.fee_of(venue)
@@ -302,11 +308,14 @@ class TriangularDetector:
             buy = e % 2 == 0
             legs.append(Leg(book.asks if buy else book.bids, buy, fee))
         self.walks += 1
-        res = walk_cycle(legs, self.slippage_bps, self.max_notional)
+        res = walk_cycle(legs, self.slippage_bps, max_input)
         if res is None or res.net_profit < self.min_profit or res.edge_bps < self.min_edge_bps:
             return None
         path = [b.symbol for b in books]
         first, last = res.legs[0], res.legs[-1]
+        legs = [OpportunityLeg(symbol=b.symbol, side="buy" if e % 2 == 0 else "sell", amount=fill.base,
+                               vwap=fill.vwap, worst=fill.worst, book_ms=b.ts_recv_ms)
+                for b, e, fill in zip(books, edges, res.legs, strict=True)]
         return Opportunity(
             id=opportunity_id("triangular", venue, start,
                               *[f"{b.symbol}@{b.seq}@{b.ts_venue_ms}" for b in books]),
@@ -315,5 +324,5 @@ class TriangularDetector:
             # Opportunity has one buy and one sell price: the first and last legs' fills
             buy_vwap=first.vwap, sell_vwap=last.vwap, buy_worst=first.worst, sell_worst=last.worst,
             gross_profit=res.gross_profit, net_profit=res.net_profit, edge_bps=res.edge_bps,
-            ts_book_ms=max(b.ts_recv_ms for b in books), ts_detect_ms=now_ms, path=path,
+            ts_book_ms=max(b.ts_recv_ms for b in books), ts_detect_ms=now_ms, path=path, legs=legs,
         )

@@ -9,13 +9,14 @@ Each replica runs two consumer-group members:
   once (:mod:`workers.arbitrage.execute`); a replica that dies mid-execution has its
   opportunity redelivered and settled by another.
 
-Balances for sizing come from the venues, polled every ``CSE_ARB_BALANCE_INTERVAL_S``.
+Balances for sizing and for reservations come from the shared balance view in Redis
+(:mod:`workers.arbitrage.balances`): moved by every fill the moment it happens and
+reconciled with the venues every ``CSE_ARB_BALANCE_INTERVAL_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -23,15 +24,15 @@ from prometheus_client import Counter, Histogram
 
 from shared.bus import Bus, ConsumerLoop, Handler
 from shared.coordination import LeaderElector, LeaderLock, default_owner
-from shared.errors import CseError
-from shared.gateway import Gateway, open_gateway
+from shared.gateway import open_gateway
 from shared.halt import Halt, HaltWatch
 from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, MD_ORDERBOOKS, OrderBook, now_ms
 from shared.runtime import consume_until_stopped, consumer, open_services
+from workers.arbitrage.balances import BalanceBook
 from workers.arbitrage.detect import Balances, CrossVenueDetector, DetectorConfig
-from workers.arbitrage.execute import Executor
+from workers.arbitrage.execute import ExecutionPolicy, Executor
 from workers.arbitrage.ledger import ExecutionLedger
 from workers.arbitrage.settings import ArbitrageSettings
 from workers.arbitrage.triangular import TriangularDetector
@@ -47,34 +48,8 @@ DECISION_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 
-class BalanceCache:
-    """Free balances per venue and asset, polled through the gateway."""
-
-    def __init__(self, gateway: Gateway, interval_s: float):
-        self.gateway = gateway
-        self.interval_s = interval_s
-        self.free: dict[str, dict[str, float]] = {}
-
-    def available(self, venue: str, asset: str) -> float:
-        return self.free.get(venue, {}).get(asset, 0.0)
-
-    async def refresh(self) -> None:
-        for venue in self.gateway.venues:
-            try:
-                balance = await self.gateway.call(venue, "fetch_balance")
-            except CseError as exc:
-                log.warning("balance_fetch_failed", venue=venue, error=str(exc)[:200])
-                continue
-            self.free[venue] = {a: float(v or 0.0) for a, v in (balance.get("free") or {}).items()}
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval_s)
-
-
-async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: Any) -> None:
+async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: Any,
+                     sizing: Balances | None) -> None:
     """Triangular detection needs every market of a venue, so it cannot follow the symbol
     partitioning: one replica, elected, runs it over the whole order-book topic."""
     p = settings.arb
@@ -85,7 +60,7 @@ async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: 
 
     async def on_book(book: OrderBook, _record: ConsumerRecord) -> None:
         detector.update(book)
-        for opp in detector.scan(book.venue, now_ms()):
+        for opp in detector.scan(book.venue, now_ms(), sizing):
             OPPORTUNITIES.labels(opp.symbol, opp.buy_venue, opp.sell_venue, opp.kind).inc()
             EDGE.observe(opp.edge_bps)
             await services.bus.publish(ARB_OPPORTUNITIES, opp)
@@ -140,25 +115,34 @@ def build_detector(settings: ArbitrageSettings) -> CrossVenueDetector:
 async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
     services = await open_services(ctx, settings)
     gateway = await ctx.stack.enter_async_context(open_gateway(settings.venues))
-    balances = BalanceCache(gateway, settings.arb.balance_interval_s)
+    p = settings.arb
+    prefix = settings.redis.key_prefix
     detector = build_detector(settings)
-    ledger = ExecutionLedger(services.redis, owner=default_owner(), prefix=settings.redis.key_prefix,
-                             lease_s=settings.arb.lease_s)
-    halt = Halt(services.redis, settings.redis.key_prefix)
-    sizing = None if settings.arb.dry_run else balances.available
-    executor = Executor(gateway, services.bus, ledger, halt, services.tsdb, dry_run=settings.arb.dry_run,
-                        hedge_max_loss_bps=settings.arb.hedge_max_loss_bps, balances=sizing,
-                        slippage_bps=settings.arb.slippage_bps)
+    balances = BalanceBook(services.redis, gateway.venues, prefix=prefix,
+                           read_interval_s=p.balance_interval_s)
+    ledger = ExecutionLedger(services.redis, owner=default_owner(), prefix=prefix, lease_s=p.lease_s)
+    halt = Halt(services.redis, prefix)
+    policy = ExecutionPolicy(detector=detector.config, dry_run=p.dry_run,
+                             hedge_max_loss_bps=p.hedge_max_loss_bps, refresh_ms=p.refresh_ms,
+                             hold_s=p.lease_s)
+    executor = Executor(gateway, services.bus, ledger, balances, halt, services.tsdb, policy)
+    # detection sizes on the local copy of the shared balance view; a dry run trades nothing
+    sizing = None if p.dry_run else balances.available
     loops = [
         consumer(services, settings, [MD_ORDERBOOKS], settings.group_id,
                  book_handler(detector, services.bus, sizing)),
         consumer(services, settings, [ARB_OPPORTUNITIES], settings.executor_group_id,
                  executor.handle),
     ]
-    if settings.arb.triangular:
-        ctx.background(triangular(ctx, settings, services), "triangular")
-    if gateway.venues and not settings.arb.dry_run:
-        ctx.background(balances.run(ctx.stopping), "balances")
+    if p.triangular:
+        ctx.background(triangular(ctx, settings, services, sizing), "triangular")
+    if gateway.venues and not p.dry_run:
+        ctx.background(balances.run(gateway, ctx.stopping), "balances")
+
+        async def balances_known() -> bool:
+            return balances.ready
+
+        ctx.health.add_check("balances", balances_known)
     # the executor reads the persisted halt before every execution; the watch makes a change
     # visible (logged, HALTED gauge) the moment it is published
     watch = HaltWatch(halt)
