@@ -31,10 +31,7 @@ class Halt:
         self.channel = f"{prefix}halt:changes"
 
     async def state(self) -> dict[str, Any]:
-        try:
-            raw = await self.redis.get(self.key)
-        except RedisError as exc:
-            raise TransientError(f"redis unavailable: {exc}") from exc
+        raw = await self.redis.get(self.key)  # RedisUnavailable (transient) when Redis is away
         if raw is None:
             return {"halted": False}
         try:
@@ -46,14 +43,11 @@ class Halt:
     async def set(self, halted: bool, *, reason: str = "", by: str = "") -> dict[str, Any]:
         """Halt or resume trading everywhere; returns the new state."""
         state = {"halted": halted, "reason": reason, "by": by, "since_ms": now_ms()}
-        try:
-            if halted:
-                await self.redis.set(self.key, json.dumps({k: v for k, v in state.items() if k != "halted"}))
-            else:
-                await self.redis.delete(self.key)
-            await self.redis.publish(self.channel, json.dumps(state))
-        except RedisError as exc:
-            raise TransientError(f"redis unavailable: {exc}") from exc
+        if halted:
+            await self.redis.set(self.key, json.dumps({k: v for k, v in state.items() if k != "halted"}))
+        else:
+            await self.redis.delete(self.key)
+        await self.redis.publish(self.channel, json.dumps(state))
         log.warning("trading_halted" if halted else "trading_resumed", reason=reason, by=by)
         return state
 

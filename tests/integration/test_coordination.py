@@ -120,3 +120,23 @@ async def test_one_hundred_concurrent_claims_exactly_one_wins(redis_settings) ->
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_an_unreachable_redis_is_a_transient_error_in_commands_scripts_and_pipelines() -> None:
+    from shared.coordination import RedisUnavailable, connect
+    from shared.embedded import infra
+    from shared.errors import TransientError
+    from shared.settings import RedisSettings
+
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{infra.free_port()}/0", socket_timeout_s=1.0))
+    script = client.register_script("return 1")
+    pipe = client.pipeline()
+    pipe.get("a")
+    try:
+        for call in (client.get("a"), script(keys=[], args=[]), pipe.execute()):
+            with pytest.raises(RedisUnavailable) as caught:
+                await call
+            assert isinstance(caught.value, TransientError)
+            assert "redis unavailable" in str(caught.value)
+    finally:
+        await client.aclose()
