@@ -295,16 +295,19 @@ class Executor:
             outcome = "one_leg"
         settlement = Settlement(outcome, [buy, sell], residual=residual)
         if outcome == "one_leg":
+            base = split_symbol(opp.symbol)[0]
             if residual > 0:  # sell the extra base where it was bought, no lower than the limit
                 ref = buy.average or opp.buy_vwap
                 venue, side, price = buy.venue, "sell", ref * (1 - self.loss)
+                # what the buy delivered net of a fee taken in base is what there is to sell
+                amount = buy.deltas.get(base, buy.filled) - sell.filled
             else:  # buy back the base sold, no higher than the limit
                 ref = sell.average or opp.sell_vwap
                 venue, side, price = sell.venue, "buy", ref * (1 + self.loss)
+                amount = -residual
             # what is left is base held (a sell) or base owed (a buy back)
-            drift = (split_symbol(opp.symbol)[0], 1.0 if side == "sell" else -1.0)
-            hedge = await self._close(opp, venue, opp.symbol, side, abs(residual), price,
-                                      leg_ids(opp.id)[2], drift)
+            drift = (base, 1.0 if side == "sell" else -1.0)
+            hedge = await self._close(opp, venue, opp.symbol, side, amount, price, leg_ids(opp.id)[2], drift)
             if hedge is not None:
                 settlement.legs.append(hedge)
                 settlement.residual = residual - hedge.filled if residual > 0 else residual + hedge.filled
