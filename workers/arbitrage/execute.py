@@ -247,6 +247,7 @@ class Executor:
                                                                                   strict=True)):
             REVALIDATIONS.labels("kept").inc()
             quantity, buy_worst, sell_worst = opp.quantity, opp.buy_worst, opp.sell_worst
+            buy_vwap, sell_vwap = opp.buy_vwap, opp.sell_vwap
         else:
             cfg = self.policy.detector
             base, quote = split_symbol(opp.symbol)
@@ -262,10 +263,19 @@ class Executor:
                 return "superseded"
             REVALIDATIONS.labels("refetched").inc()
             quantity, buy_worst, sell_worst = res.quantity, res.buy_worst, res.sell_worst
+            buy_vwap, sell_vwap = res.buy_vwap, res.sell_vwap
+        # Each leg may meet a book that moved while it travelled. Its limit is the worst level
+        # walked widened by the slippage buffer, or further: by up to half the expected edge
+        # after fees, so that even if both legs fill at their limits the trade breaks even.
+        # An IOC order fills at the book's prices, so a wider limit costs only when the book
+        # did move — and then it buys a fill instead of a one-leg hedge.
+        kb = 1.0 + self.policy.detector.fee(opp.buy_venue)
+        ks = 1.0 - self.policy.detector.fee(opp.sell_venue)
+        cushion = max(0.0, sell_vwap * ks - buy_vwap * kb) / 2.0
         buy_px = limit_price(self.gateway.client(opp.buy_venue), opp.symbol, "buy",
-                             buy_worst * (1.0 + self.slip))
+                             max(buy_worst * (1.0 + self.slip), buy_vwap + cushion / kb))
         sell_px = limit_price(self.gateway.client(opp.sell_venue), opp.symbol, "sell",
-                              sell_worst * (1.0 - self.slip))
+                              min(sell_worst * (1.0 - self.slip), sell_vwap - cushion / ks))
         return quantity, buy_px, sell_px
 
     async def _recover_cross(self, opp: Opportunity) -> Settlement:
