@@ -13,6 +13,7 @@ and on a development machine::
     cse dev up        the embedded stack: broker, Redis, store and every worker
     cse dev status    one snapshot of the running embedded stack
     cse config check  validate the CSE_* environment of a worker
+    cse scenario run  play a scripted arbitrage scenario on real processes and check it
 """
 
 from __future__ import annotations
@@ -117,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
     lst = keys_sub.add_parser("list", help="venues and credential fields, values masked")
     lst.add_argument("--file", type=Path, default=Path("config/api_keys.encrypted"))
     lst.set_defaults(func=_keys_list)
+
+    scn = sub.add_parser("scenario", help="scripted arbitrage scenarios (tooling/scenario)")
+    scn_sub = scn.add_subparsers(dest="scenario_command", required=True, metavar="ACTION")
+    srun = scn_sub.add_parser(
+        "run", help="play a scenario file on real processes; PASS/FAIL per check, a JSON line last",
+        description="Starts the broker, Redis, victoria-metrics, one venue-sim per venue, ingest and "
+                    "the arbitrage replicas on free ports, plays the file's books and checks the "
+                    "outcome. Exit codes: 0 all passed, 1 a check failed, 2 a bad file or a failure "
+                    "to start.")
+    srun.add_argument("file", type=Path, help="the scenario (TOML; format in tooling/scenario/spec.py)")
+    srun.add_argument("--replicas", type=int, default=None,
+                      help="arbitrage replicas (default: the file's `replicas`, else 3)")
+    srun.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                      help="keep logs, replay files, journals and summary.json in DIR (new or empty)")
+    srun.set_defaults(func=_scenario_run)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -311,6 +327,15 @@ def _bench_allocate(args: argparse.Namespace) -> int:
     summary = bench.run(sizes, quick=args.quick, libraries=not args.no_libraries)
     print(json.dumps(summary))
     return 0
+
+
+def _scenario_run(args: argparse.Namespace) -> int:
+    from shared import logs
+    from tooling.scenario.runner import run_file
+
+    logs.configure("warning", "console", stream=sys.stderr)
+    code, _summary = run_file(args.file, replicas=args.replicas, keep=args.keep)
+    return code
 
 
 def _read_key_file(path: Path, action: str) -> dict[str, dict[str, str]] | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.messages import Execution, Opportunity
+from shared.messages import Execution, Opportunity, OpportunityLeg
 from tooling.scenario.measure import Check, Collected, evaluate, fill_changes, value
 from tooling.scenario.spec import parse
 
@@ -230,6 +230,11 @@ def test_triangular_quantity_is_the_first_legs_fill() -> None:
     (ex,) = evaluate(scenario(), data).executions
     assert (ex.kind, ex.symbol, ex.buy, ex.sell, ex.quantity) == ("triangular", "BTC/USDT", "x", "x",
                                                                    Decimal("0.01"))
+    # the detected legs, when the opportunity lists them, say which order came first
+    legs = [OpportunityLeg(symbol=s, side="buy", amount=1, vwap=1, worst=1, book_ms=1)
+            for s in ("ETH/BTC", "ETH/USDT", "BTC/USDT")]
+    data.opportunities["t"].legs = legs
+    assert evaluate(scenario(), data).executions[0].quantity == Decimal("0.15")
     # BTC: +0.01 - 0.15 x 0.066666 = +0.0000001 (x 30000 = 0.003); ETH 0; USDT -300 + 303
     assert ex.pnl == Decimal("3.003") and not ex.one_leg
     # without a mark for ETH... ETH nets to zero, so only BTC needs one

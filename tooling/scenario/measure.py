@@ -259,7 +259,9 @@ def measure_executions(scenario: Scenario, collected: Collected) -> list[Measure
             quantity = Decimal(repr(bought))
             mismatch = abs(bought - sold) > QTY_EPS * max(1.0, bought, sold)
         else:
-            first_symbol = opp.path[0] if opp is not None and opp.path else None
+            first_symbol = None
+            if opp is not None:  # the detected legs in order (else the markets of the path)
+                first_symbol = opp.legs[0].symbol if opp.legs else opp.path[0] if opp.path else None
             first = next((o for o in legs if o.symbol == first_symbol), legs[0] if legs else None)
             quantity = Decimal(repr(first.filled)) if first is not None else ZERO
             mismatch = False
