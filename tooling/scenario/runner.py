@@ -395,6 +395,7 @@ class Runner:
                         body = await r.text()
                         if r.status != 200:
                             raise StartError(f"venue {name}: replay start answered {r.status}: {body[:200]}")
+                    (self.run_dir / "replay" / f"{name}.start.json").write_text(body)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise StartError(f"venue {name}: replay start failed: {exc}") from None
         self.say(f"playing {self.scenario.duration_s:.1f} s...")
