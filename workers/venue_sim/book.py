@@ -100,8 +100,9 @@ class Book:
                 remaining_quote -= unit * p * q
         return out
 
-    def consume(self, taker_side: str, taken: list[tuple[int, int]]) -> None:
-        """Remove what a walk returned (a prefix of the side) from the book."""
+    def consume(self, taker_side: str, taken: list[tuple[int, int]], now_ms: int | None = None) -> None:
+        """Remove what a walk returned (a prefix of the side) from the book; the book changed
+        at ``now_ms`` (its time becomes that)."""
         if not taken:
             return
         px, qty = self._side(taker_side)
@@ -116,6 +117,8 @@ class Book:
         else:
             self.bid_px, self.bid_qty = px[keep], qty[keep]
         self.update_id += 1
+        if now_ms is not None:
+            self.ts_ms = now_ms
         self._rendered.clear()
 
     def depth_json(self, limit: int) -> bytes:

@@ -54,6 +54,9 @@ class VenueConfig:
     levels: int = 1000
     journal: Path | None = None
     replay: Path | None = None
+    replay_hold: bool = False  # replay clock stopped until POST /venue-sim/v1/replay/start
+    replay_start_ms: int | None = None  # wall time the first record becomes current
+    order_latency_ms: float = 0.0
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -169,6 +172,16 @@ def parser() -> argparse.ArgumentParser:
                         "(default .run/venue-sim/<name>/fills.jsonl)")
     p.add_argument("--replay", default=None, type=Path,
                    help="replay recorded books/candles (JSON lines or CSV) instead of the model")
+    p.add_argument("--replay-hold", action="store_true",
+                   help="replay: serve no books until POST /venue-sim/v1/replay/start "
+                        "(optional JSON body {\"at_ms\": epoch ms}) starts the recording, so "
+                        "several venues can start theirs at one wall time")
+    p.add_argument("--replay-start-ms", default=None, type=num(int, 0, 10**14, "an integer"),
+                   help="replay: the wall time (epoch ms) at which the first record becomes "
+                        "current (default: when the venue starts)")
+    p.add_argument("--order-latency-ms", default=0.0, type=num(float, 0, 60_000, "a number"),
+                   help="delay before an order is placed or cancelled (no jitter; other calls "
+                        "are not delayed): the order meets the book as it is after the delay")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     return p
@@ -209,6 +222,11 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
         raise UsageError("argument --account: an API key is used twice")
     if ns.replay is not None and not ns.replay.is_file():
         raise UsageError(f"argument --replay: {ns.replay} is not a file")
+    if ns.replay is None and (ns.replay_hold or ns.replay_start_ms is not None):
+        raise UsageError("argument --replay-hold/--replay-start-ms: only with --replay FILE")
+    if ns.replay_hold and ns.replay_start_ms is not None:
+        raise UsageError("argument --replay-start-ms: not with --replay-hold (the start request "
+                         "gives the time)")
     journal = ns.journal if ns.journal is not None else Path(".run/venue-sim") / ns.name / "fills.jsonl"
     return VenueConfig(
         name=ns.name, host=ns.host, port=ns.port, seed=ns.seed, api_key=ns.api_key,
@@ -218,6 +236,7 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
         price_offset_bps=ns.price_offset_bps, noise_bps=ns.noise_bps, lag_ms=ns.lag_ms,
         latency_ms=ns.latency_ms, reject_rate=ns.reject_rate, weight_limit=ns.weight_limit,
         weight_window_s=ns.weight_window_s,
-        levels=ns.levels, journal=journal, replay=ns.replay, log_level=ns.log_level,
+        levels=ns.levels, journal=journal, replay=ns.replay, replay_hold=ns.replay_hold,
+        replay_start_ms=ns.replay_start_ms, order_latency_ms=ns.order_latency_ms, log_level=ns.log_level,
         log_format=ns.log_format,
     )

@@ -292,7 +292,7 @@ class Engine:
                         break  # sorted by price: no later order crosses either
                     lots = int(order.remaining / order.spec.step)
                     taken = book.walk(side, limit_px, lots=lots)
-                    book.consume(side, taken)
+                    book.consume(side, taken, now_ms)
                     got = sum(q for _, q in taken)
                     if got:
                         # a maker is filled at its own price, whatever the taker's level
@@ -401,7 +401,7 @@ class Engine:
             order.locked = price * qty if side == BUY else qty  # type: ignore[operator]
             acct.free[order.locked_asset] -= order.locked
             acct.locked[order.locked_asset] += order.locked
-        book.consume(side, taken)
+        book.consume(side, taken, now_ms)
         for p, q in taken:
             self._fill(order, spec.tick * p, spec.step * q, False, now_ms)
         if otype == MARKET:

@@ -28,12 +28,20 @@ interval that was not recorded is aggregated from a finer recorded one that divi
 prices with the same level profile as model mode (``--levels`` deep); the recorded
 sizes, when given, replace the best levels' sizes.
 
-**Timing.** The earliest book record is current when the venue starts; a record with
-timestamp ``ts`` becomes current ``ts - first_ts`` milliseconds later (real time), and
-after the last record the last books stay. Candles keep their recorded open times
-(history is served as recorded). Rolling 24-hour statistics come from the replayed mids
-(and recorded 1-minute volumes). Resting orders fill against the replayed books exactly
-as against model books.
+**Timing.** The replay starts when the venue starts, at ``--replay-start-ms``, or — with
+``--replay-hold`` — when ``POST /venue-sim/v1/replay/start`` says (``{"at_ms": ...}``,
+default now), so that several venues start their recordings at one wall time; until then
+no book is served. At the start the earliest book record (over all symbols) is current; a
+record with timestamp ``ts`` becomes current ``ts - first_ts`` milliseconds later (real
+time); a symbol has no book before its first record; after the last record the last books
+stay. Candles keep their recorded open times (history is served as recorded). Rolling
+24-hour statistics come from the replayed mids (and recorded 1-minute volumes).
+
+**Liquidity is taken for good.** A record, once current, is installed once: what orders
+take from it (immediately, or as resting orders the book crosses) stays taken until the
+symbol's next record replaces the book. The book's update id changes only when the book
+does (a new record, or a fill consuming from it), and its time (``T`` in the depth answer)
+is the wall time at which its record became current, or of the last fill that changed it.
 """
 
 from __future__ import annotations
@@ -168,8 +176,10 @@ def _load(path: Path, quote: str) -> dict[str, _SymbolData]:
 class ReplaySource:
     """Books and candles replayed from a file (format in the module docstring)."""
 
-    def __init__(self, path: Path, levels: int, rng: np.random.Generator, start_ms: int,
+    def __init__(self, path: Path, levels: int, rng: np.random.Generator, start_ms: int | None,
                  quote: str = "USDT", only: list[str] | None = None) -> None:
+        """``start_ms``: the wall time at which the first record becomes current; None: held
+        until :meth:`start`."""
         data = _load(path, quote)
         if only:
             missing = [s for s in only if s not in data]
@@ -182,7 +192,6 @@ class ReplaySource:
         self._books: dict[str, tuple[list[int], list[Any]]] = {}
         self._mids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._candles: dict[str, dict[str, np.ndarray]] = {}
-        self._converted: dict[tuple[str, int], Book] = {}
         self.rng = rng
         first_ts: list[int] = []
         for symbol, d in data.items():
@@ -201,30 +210,48 @@ class ReplaySource:
             if d.books:
                 first_ts.append(d.books[0][0])
         self.profiles = {s.id: DepthProfile(s, levels) for s in self.specs}
-        self.first_ts = min(first_ts) if first_ts else start_ms
+        self.first_ts = min(first_ts) if first_ts else (start_ms or 0)
         self.start_ms = start_ms
+        self.installed: dict[str, int] = {}  # symbol id → index of the record now served
 
-    def record_time(self, now_ms: int) -> int:
-        """The recording's clock at wall time ``now_ms``."""
+    def start(self, at_ms: int) -> None:
+        """Start a held replay: its first record becomes current at ``at_ms``."""
+        if self.start_ms is not None:
+            raise ValueError("the replay has started already")
+        self.start_ms = at_ms
+
+    def record_time(self, now_ms: int) -> int | None:
+        """The recording's clock at wall time ``now_ms``; None before the replay starts."""
+        if self.start_ms is None or now_ms < self.start_ms:
+            return None
         return self.first_ts + (now_ms - self.start_ms)
 
-    def book(self, spec: SymbolSpec, now_ms: int, update_id: int) -> Book | None:
-        times, records = self._books[spec.id]
-        if not times:
+    def current(self, spec: SymbolSpec, now_ms: int) -> int | None:
+        """Index of the symbol's record current at ``now_ms``, None before its first."""
+        t = self.record_time(now_ms)
+        times = self._books[spec.id][0]
+        if t is None or not times:
             return None
-        i = max(0, bisect.bisect_right(times, self.record_time(now_ms)) - 1)
+        i = bisect.bisect_right(times, t) - 1
+        return i if i >= 0 else None
+
+    def book(self, spec: SymbolSpec, now_ms: int, update_id: int) -> Book | None:
+        """A new book when the symbol's current record changed, else None (the venue keeps
+        the book it has, with whatever orders took from it)."""
+        i = self.current(spec, now_ms)
+        if i is None or self.installed.get(spec.id) == i:
+            return None
+        self.installed[spec.id] = i
+        assert self.start_ms is not None
+        times, records = self._books[spec.id]
+        since = self.start_ms + (times[i] - self.first_ts)  # when the record became current
         rec = records[i]
         if len(rec) == 2:
-            key = (spec.id, i)
-            levels = self._converted.get(key)
-            if levels is None:  # convert a recorded book once, copy it every tick
-                levels = book_from_levels(spec, rec[0], rec[1], 0, 0)
-                self._converted[key] = levels
-            return Book(spec, levels.bid_px.copy(), levels.bid_qty.copy(), levels.ask_px.copy(),
-                        levels.ask_qty.copy(), update_id, now_ms)
+            levels = book_from_levels(spec, rec[0], rec[1], 0, 0)
+            return Book(spec, levels.bid_px, levels.bid_qty, levels.ask_px, levels.ask_qty, update_id,
+                        since)
         bid, ask, bq, aq = rec
-        book = self.profiles[spec.id].build((bid + ask) / 2, self.rng, update_id, now_ms,
-                                            top=(bid, ask))
+        book = self.profiles[spec.id].build((bid + ask) / 2, self.rng, update_id, since, top=(bid, ask))
         if bq is not None and len(book.bid_qty):
             book.bid_qty[0] = max(1, int(bq / spec.step_f + 1e-9))
         if aq is not None and len(book.ask_qty):
@@ -263,7 +290,7 @@ class ReplaySource:
     def stats_24h(self, spec: SymbolSpec, now_ms: int) -> Stats24h | None:
         times, mids = self._mids[spec.id]
         t = self.record_time(now_ms)
-        if not len(times):
+        if not len(times) or t is None or t < times[0]:
             return None
         hi = max(1, int(np.searchsorted(times, t, side="right")))
         lo = min(int(np.searchsorted(times, t - DAY_MS, side="left")), hi - 1)

@@ -16,8 +16,11 @@ Endpoints (Binance spot paths): ``/api/v3/`` ping, time, exchangeInfo, depth, ti
 ticker/bookTicker, ticker/price, avgPrice, trades, aggTrades, klines, uiKlines; signed
 account, order (POST/GET/DELETE), order/test, openOrders (GET/DELETE), allOrders,
 myTrades; ``/sapi/v1/asset/tradeFee`` (signed) and ``/sapi/v1/system/status``. Not
-Binance: ``GET /venue-sim/v1/ledger`` (per-asset conservation, see :mod:`.engine`) and
-``GET /venue-sim/v1/state`` (mids, true prices, counters), neither weighted nor signed.
+Binance: ``GET /venue-sim/v1/ledger`` (per-asset conservation, see :mod:`.engine`),
+``GET /venue-sim/v1/state`` (mids, true prices, counters), and in replay mode
+``GET /venue-sim/v1/replay`` and ``POST /venue-sim/v1/replay/start`` (see
+:mod:`.replay`), none weighted nor signed. ``--order-latency-ms`` delays order placement
+and cancellation only, before matching.
 
 Where it differs from Binance on purpose: depth carries ``T`` (the book's time, which
 ccxt reads as the timestamp); klines have every interval but ``1M``; the trade tapes show
@@ -87,6 +90,7 @@ class Call:
     account: Account | None
     now: int
     request: web.Request
+    body: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Endpoint:
     params: frozenset[str] = frozenset()
     signed: bool = False
     admin: bool = False
+    json_body: bool = False  # the body is JSON for the handler, not form parameters
 
 
 def _p(*names: str) -> frozenset[str]:
@@ -142,7 +147,9 @@ class Venue:
         if config.replay is not None:
             from workers.venue_sim.replay import ReplaySource
 
-            self.source = ReplaySource(config.replay, config.levels, rng, start, config.quote,
+            replay_start = None if config.replay_hold else (
+                config.replay_start_ms if config.replay_start_ms is not None else start)
+            self.source = ReplaySource(config.replay, config.levels, rng, replay_start, config.quote,
                                        config.symbol_names if config.symbols_given else None)
             specs = self.source.specs
         else:
@@ -208,6 +215,8 @@ class Venue:
             and not next(iter(endpoints.values())).admin
         if latency:
             await asyncio.sleep(self._latency_s())
+        if self.config.order_latency_ms and path == "/api/v3/order" and request.method in ("POST", "DELETE"):
+            await asyncio.sleep(self.config.order_latency_ms / 1000.0)  # then it meets the book as it is
         try:
             if endpoints is None:
                 raise ApiError(-1020, "This operation is not supported.", 404)
@@ -248,7 +257,7 @@ class Venue:
                 raw_body = (await request.read()).decode("utf-8")
             except UnicodeDecodeError:
                 raise ApiError(-1100, "Illegal characters found in a parameter.") from None
-        params = Params([*parse_pairs(raw_query), *parse_pairs(raw_body)])
+        params = Params([*parse_pairs(raw_query), *([] if endpoint.json_body else parse_pairs(raw_body))])
         now = now_ms()
         if not endpoint.admin:
             key = request.headers.get("X-MBX-APIKEY") or f"ip:{request.remote}"
@@ -278,7 +287,7 @@ class Venue:
         unread = [k for k in params.values if k not in accepted]
         if unread:
             raise errors.not_all_read(len(params.values) - len(unread), len(params.values))
-        result = endpoint.handler(Call(params, account, now, request))
+        result = endpoint.handler(Call(params, account, now, request, raw_body))
         return result if isinstance(result, bytes) else msgspec.json.encode(result)
 
     # --- routes -----------------------------------------------------------------------------------
@@ -329,6 +338,9 @@ class Venue:
             "/venue-sim/v1/ledger": {"GET": Endpoint(lambda _c: self.engine.ledger(), c(0),
                                                      admin=True)},
             "/venue-sim/v1/state": {"GET": Endpoint(self.state, c(0), admin=True)},
+            "/venue-sim/v1/replay": {"GET": Endpoint(self.replay_state, c(0), admin=True)},
+            "/venue-sim/v1/replay/start": {"POST": Endpoint(self.replay_start, c(0), admin=True,
+                                                            json_body=True)},
         }
 
     # --- parameter helpers --------------------------------------------------------------------
@@ -513,6 +525,36 @@ class Venue:
         start, end, limit = self._window(p, max_span=None)  # timeZone: accepted, candles stay in UTC
         assert spec is not None and interval is not None
         return self.source.klines(spec, interval, start, end, limit, call.now)
+
+    def _replay(self) -> Any:
+        from workers.venue_sim.replay import ReplaySource
+
+        if not isinstance(self.source, ReplaySource):
+            raise ApiError(-1020, "Not in replay mode.", 409)
+        return self.source
+
+    def replay_state(self, call: Call) -> dict[str, Any]:
+        """Where the replay is: its start, the recording's clock, each symbol's current record."""
+        source = self._replay()
+        return {"started_at_ms": source.start_ms, "record_time_ms": source.record_time(call.now),
+                "records": {spec.symbol: source.current(spec, call.now) for spec in self.specs.values()}}
+
+    def replay_start(self, call: Call) -> dict[str, Any]:
+        """Start a held replay now, or at ``{"at_ms": ...}``."""
+        source = self._replay()
+        try:
+            doc = json.loads(call.body) if call.body.strip() else {}
+        except ValueError:
+            raise ApiError(-1100, "The body must be JSON, e.g. {\"at_ms\": 1700000000000}.", 400) from None
+        at_ms = doc.get("at_ms", call.now) if isinstance(doc, dict) else None
+        if isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0:
+            raise ApiError(-1100, "at_ms must be a non-negative integer (epoch milliseconds).", 400)
+        try:
+            source.start(at_ms)
+        except ValueError as exc:
+            raise ApiError(-1020, f"{exc}.", 409) from None
+        log.info("replay_started", at_ms=at_ms)
+        return {"started_at_ms": at_ms}
 
     def state(self, call: Call) -> dict[str, Any]:
         symbols = {}
