@@ -224,6 +224,13 @@ class Gateway:
                 self._clients[venue] = real_client(spec.target, creds or {}, timeout_ms=timeout)
         return self._clients[venue]
 
+    async def markets(self, venue: str) -> Any:
+        """The venue's client with its markets loaded (one ``load_markets`` call the first time)."""
+        client = self.client(venue)
+        if not client.markets:
+            await self.call(venue, "load_markets")
+        return client
+
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
         for client in clients.values():

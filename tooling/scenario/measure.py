@@ -13,7 +13,8 @@ execution ledger. Nothing here starts a process, so it is unit-tested with hand-
   worth 1). Its **quantity** is the base its buy leg filled (triangular: its first leg).
   It is **one-leg** when its legs did not match: a hedge (any order whose source is not
   ``arbitrage``), a cross execution whose buy and sell legs filled differently, drift left
-  for it in ``<prefix>arb:drift``, or its Redis outcome ``one_leg``.
+  for it in ``<prefix>arb:drift`` other than sub-lot dust (``reason: dust``, which a complete
+  execution may leave: amounts are whole lots), or its Redis outcome ``one_leg``.
 * **pnl_total** is, over every venue, the change of the account's balances (free +
   locked, every asset) from before the play to the end, valued at marks.
 * Checks made on every run: the run settled; no process exited early; ingest published
@@ -239,7 +240,7 @@ def measure_executions(scenario: Scenario, collected: Collected) -> list[Measure
             venue=venue, client_order_id=cid, symbol=ex.symbol, side=ex.side, source=ex.source,
             status=ex.status, amount=ex.amount, filled=ex.filled, average=ex.average,
             fills=fills.get((venue, cid), [])))
-    drifted = {str(d.get("opportunity")) for d in collected.drift}
+    drifted = {str(d.get("opportunity")) for d in collected.drift if d.get("reason") != "dust"}
     out = []
     for parent, orders in by_parent.items():
         if not any(o.filled > 0 for o in orders):

@@ -187,6 +187,8 @@ class Executor:
             return
         if state == "busy":
             raise TransientError(f"opportunity {opp.id} is being executed by another replica")
+        for venue in {opp.buy_venue, opp.sell_venue}:  # amounts and prices need the markets
+            await self.gateway.markets(venue)
         if state == "recover":
             settlement = await (self._recover_cycle(opp) if opp.kind == "triangular"
                                 else self._recover_cross(opp))
