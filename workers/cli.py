@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
     arb.add_argument("--quick", action="store_true", help="smaller runs (a smoke test, not figures)")
     arb.set_defaults(func=_bench_arbitrage)
+    stack = bench_sub.add_parser("scenario", help="the embedded stack trading its paper venues for N "
+                                                   "minutes: executions by outcome, the one-leg ratio")
+    stack.add_argument("--minutes", type=float, default=10.0, help="default: %(default)s")
+    stack.add_argument("--keep", type=Path, default=None, help="keep the stack's logs and data here")
+    stack.set_defaults(func=_bench_scenario)
     alloc = bench_sub.add_parser("allocate", help="risk parity and mean-variance vs Riskfolio-Lib, skfolio, "
                                                    "PyPortfolioOpt")
     alloc.add_argument("--quick", action="store_true", help="N up to 200, at most 3 repeats (a smoke test)")
@@ -282,6 +287,28 @@ def _rebalance_once(args: argparse.Namespace) -> int:
     from workers.rebalancer.loop import rebalance_once
 
     return asyncio.run(rebalance_once(args.dry_run))
+
+
+def _bench_scenario(args: argparse.Namespace) -> int:
+    from shared import logs
+    from tooling.bench_stack import bench_stack
+
+    if not 0 < args.minutes <= 24 * 60:
+        print(f"cse bench scenario: --minutes must be in (0, 1440], got {args.minutes}", file=sys.stderr)
+        return 2
+    logs.configure("warning", "console", stream=sys.stderr)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    print(f"starting the embedded stack (3 venues, 3 arbitrage replicas) for {args.minutes:g} min ...",
+          flush=True)
+    result = bench_stack(args.minutes, say=lambda line: print(f"    {line}", flush=True), keep=args.keep)
+    outcomes = ", ".join(f"{k} {v}" for k, v in result["outcomes"].items())
+    print(f"executions {result['executions']}: {outcomes}")
+    print(f"one-leg ratio {result['one_leg_ratio']:.2%} ({result['one_leg']} of {result['executions']}); "
+          f"orders {result['orders']}, refused {result['refused_orders']}, hedges {result['hedges']}; "
+          f"venues conserved: {result['venues_conserved']}")
+    print(json.dumps(result))
+    return 0
 
 
 def _bench_arbitrage(args: argparse.Namespace) -> int:
