@@ -17,7 +17,8 @@ For an opportunity from ``arb.opportunities`` (see :mod:`workers.arbitrage.ledge
    (``no_balance``); amounts are whole lots, limit prices are on the tick on the safe side
    (:mod:`shared.precision`);
 5. **cross-venue**: both legs go out concurrently as IOC limit orders at the worst walked
-   price widened by the slippage buffer; what they filled decides ``both_legs``,
+   price widened by the slippage buffer, or by up to half the expected edge after fees
+   when that is more (see :meth:`Executor._cross_plan`); what they filled decides ``both_legs``,
    ``one_leg`` or ``none``; a residual is hedged on the venue that holds it, no worse than
    ``hedge_max_loss_bps`` from the leg's price, in whole lots — what the hedge cannot close
    and the sub-lot dust are recorded as drift for the rebalancer, each with its reason.
