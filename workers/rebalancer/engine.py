@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import ccxt
 import numpy as np
 from prometheus_client import Counter, Gauge
 
@@ -55,6 +54,7 @@ from shared.messages import (
     now_ms,
 )
 from shared.portfolio import median_mids, read_venue
+from shared.precision import amount_floor, limit_price
 from shared.settings import RebalanceSettings
 from workers.rebalancer.plan import Holding, Plan, below_minimum, plan_orders
 
@@ -302,10 +302,7 @@ class RebalanceEngine:
                 cash[order.venue] = await self._free_quote(order.venue)
             assert order.price is not None
             amount = min(amount, cash[order.venue] / (order.price * (1 + s.fee_rate)))
-        try:
-            amount = float(client.amount_to_precision(order.symbol, amount))
-        except ccxt.InvalidOrder:  # below the venue's amount precision: nothing to send
-            amount = 0.0
+        amount = amount_floor(client, order.symbol, amount)  # whole lots; 0.0 below one
         mid = snap.prices.get(order.symbol.split("/")[0], 0.0)
         if below_minimum(amount, mid, order.price or mid, s.min_notional,
                          snap.min_cost.get((order.venue, order.symbol), 0.0)):
@@ -320,7 +317,8 @@ class RebalanceEngine:
             log.warning("rebalance_order_already_claimed", client_order_id=order.client_order_id)
             return None
         client = self.gateway.client(order.venue)
-        price = float(client.price_to_precision(order.symbol, order.price)) if order.price else None
+        # on the tick, towards the safe side: a buy never pays above, a sell never takes below, the limit
+        price = limit_price(client, order.symbol, order.side, order.price) if order.price else None
         result = await self.gateway.create_order(
             order.venue, order.symbol, "limit" if price else "market", order.side, amount, price,
             client_order_id=order.client_order_id, params={"timeInForce": "IOC"} if price else None)
