@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tooling.scenario.runner import run_file, venue_sim_supports
+from tooling.scenario.runner import run_file
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not venue_sim_supports("--replay-hold")["--replay-hold"],
-                       reason="this venue-sim has no --replay-hold: venues cannot start together"),
-]
+pytestmark = pytest.mark.slow
 SCENARIOS = sorted((Path(__file__).parents[1] / "scenarios").glob("*.toml"))
 
 
