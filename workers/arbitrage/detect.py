@@ -356,20 +356,24 @@ class CrossVenueDetector:
                     continue
                 pairs.append((buy, sell))
         found: list[Opportunity] = []
-        while pairs:
-            best: Opportunity | None = None
-            best_pair = pairs[0]
-            for buy, sell in pairs:
-                if sym.ebid[sell] <= sym.eask[buy]:
-                    continue  # what is left no longer crosses
-                opp = self._walk_pair(sym, buy, sell, now_ms, balances)
-                if opp is not None and (best is None or opp.net_profit > best.net_profit):
-                    best, best_pair = opp, (buy, sell)
-            if best is None:
+        # each pair's walk on what is left; after a promise only the pairs sharing the book
+        # side it took from are walked again. An Opportunity is built for the chosen only.
+        walked = {pair: self._walk_pair(sym, *pair, balances) for pair in pairs}
+        while True:
+            best_pair, best = None, None
+            for pair, res in walked.items():
+                if res is not None and (best is None or res.net_profit > best.net_profit):
+                    best_pair, best = pair, res
+            if best is None or best_pair is None:
                 break
-            found.append(best)
-            self._promise(sym, *best_pair, best.quantity)
-            pairs.remove(best_pair)
+            del walked[best_pair]
+            buy, sell = best_pair
+            found.append(self._opportunity(sym, buy, sell, best, now_ms))
+            self._promise(sym, buy, sell, best.quantity)
+            for pair in walked:
+                if pair[0] == buy or pair[1] == sell:  # its asks or bids were just taken from
+                    crosses = sym.ebid[pair[1]] > sym.eask[pair[0]]
+                    walked[pair] = self._walk_pair(sym, *pair, balances) if crosses else None
         self.opportunities += len(found)
         return found
 
@@ -384,31 +388,34 @@ class CrossVenueDetector:
         sym.eask[buy] = ask * sym.buy_f[buy] if ask is not None else INF
         sym.ebid[sell] = bid * sym.sell_f[sell] if bid is not None else -INF
 
-    def _walk_pair(self, sym: _Symbol, buy: int, sell: int, now_ms: int,
-                   balances: Balances | None) -> Opportunity | None:
+    def _walk_pair(self, sym: _Symbol, buy: int, sell: int, balances: Balances | None) -> WalkResult | None:
+        """The walk of one pair on what is left of its books, if it clears the thresholds."""
         cfg = self.config
         bb, sb = sym.books[buy], sym.books[sell]
         assert bb is not None and sb is not None
-        buy_venue = sym.venues[buy]
-        sell_venue = sym.venues[sell]
         if balances is None:
             max_quote = max_base = INF
         else:
-            max_quote = balances(buy_venue, sym.quote)
-            max_base = balances(sell_venue, sym.base)
+            max_quote = balances(sym.venues[buy], sym.quote)
+            max_base = balances(sym.venues[sell], sym.base)
         self.walks += 1
-        used_ask, used_bid = sym.used_ask[buy], sym.used_bid[sell]
         res = walk(bb.asks, sb.bids, sym.fees[buy], sym.fees[sell], cfg.slippage_bps,
-                   max_base, max_quote, cfg.max_notional, used_ask, used_bid)
+                   max_base, max_quote, cfg.max_notional, sym.used_ask[buy], sym.used_bid[sell])
         if res is None or res.net_profit < cfg.min_profit or res.edge_bps < cfg.min_edge_bps:
             return None
+        return res
+
+    def _opportunity(self, sym: _Symbol, buy: int, sell: int, res: WalkResult, now_ms: int) -> Opportunity:
+        bb, sb = sym.books[buy], sym.books[sell]
+        assert bb is not None and sb is not None
+        buy_venue, sell_venue = sym.venues[buy], sym.venues[sell]
+        used_ask, used_bid = sym.used_ask[buy], sym.used_bid[sell]
         parts: list[Any] = [sym.symbol, buy_venue, sell_venue, bb.seq, bb.ts_venue_ms, sb.seq, sb.ts_venue_ms]
         if used_ask or used_bid:  # the rest of books already partly promised: another opportunity
             parts += [repr(used_ask), repr(used_bid)]
-        oid = opportunity_id("cross", *parts)
         return Opportunity(
-            id=oid, kind="cross", symbol=sym.symbol, buy_venue=buy_venue, sell_venue=sell_venue,
-            quantity=res.quantity, buy_vwap=res.buy_vwap, sell_vwap=res.sell_vwap,
+            id=opportunity_id("cross", *parts), kind="cross", symbol=sym.symbol, buy_venue=buy_venue,
+            sell_venue=sell_venue, quantity=res.quantity, buy_vwap=res.buy_vwap, sell_vwap=res.sell_vwap,
             buy_worst=res.buy_worst, sell_worst=res.sell_worst, gross_profit=res.gross_profit,
             net_profit=res.net_profit, edge_bps=res.edge_bps,
             ts_book_ms=max(bb.ts_recv_ms, sb.ts_recv_ms), ts_detect_ms=now_ms,
