@@ -41,6 +41,10 @@ from shared.settings import KafkaSettings
 
 log = get_logger("bus")
 _PARTITIONER = DefaultPartitioner()
+# A handler rarely waits for anything, so a batch of thousands of records would hold the event
+# loop: the consumer loop lets it turn this often, so the fetcher reads and requests the next
+# batch, and the producer sends what handlers published, while the batch is handled.
+YIELD_EVERY_S = 0.001
 
 Handler = Callable[[Any, ConsumerRecord], Awaitable[None]]
 Pending = tuple[asyncio.Future[Any], str, bytes, bytes | None]  # (ack future, topic, payload, key)
@@ -441,6 +445,8 @@ class ConsumerLoop:
         """
         decode = self.codecs[tp.topic].decode
         handler = self.handler
+        clock = time.perf_counter
+        yield_at = clock() + YIELD_EVERY_S
         handled = 0
         finished = True
         for record in records:
@@ -455,6 +461,9 @@ class ConsumerLoop:
             else:
                 handled += 1
             offsets[tp] = record.offset + 1
+            if clock() >= yield_at:  # let the fetcher and the producer work meanwhile
+                await asyncio.sleep(0)
+                yield_at = clock() + YIELD_EVERY_S
         self.stats.consumed += handled
         self._uncounted[tp.topic] += handled
         return finished

@@ -38,7 +38,12 @@ Level = tuple[float, float]  # (price, quantity)
 
 
 class OrderBook(Message, tag="orderbook", kw_only=True):
-    """Top levels of one venue's book for one symbol (md.orderbooks, key = symbol)."""
+    """Top levels of one venue's book for one symbol (md.orderbooks, key = symbol).
+
+    ``bid``/``ask`` repeat the best prices (None for an empty side; filled from the levels
+    when not given), so a consumer that mostly needs the top of the book can read a
+    :class:`BookHead` and leave the levels undecoded.
+    """
 
     venue: str
     symbol: str  # unified ccxt symbol, e.g. "BTC/USDT"
@@ -47,6 +52,49 @@ class OrderBook(Message, tag="orderbook", kw_only=True):
     ts_venue_ms: int  # the venue's own timestamp of the book
     ts_recv_ms: int  # when ingest received it
     seq: int = 0
+    bid: float | None = None
+    ask: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bid is None and self.bids:
+            self.bid = self.bids[0][0]
+        if self.ask is None and self.asks:
+            self.ask = self.asks[0][0]
+
+
+_LEVELS = msgspec.json.Decoder(list[Level])
+
+
+class BookHead(Message, tag="orderbook", kw_only=True):
+    """An :class:`OrderBook` read with its levels left as raw JSON (decoded by :meth:`levels`).
+
+    Decoding the header and the best prices costs a fraction of decoding 2 × 20 levels; a
+    consumer that rarely needs the levels (the arbitrage detector walks about one book in
+    twenty) reads this instead. The levels are validated when first decoded.
+    """
+
+    venue: str
+    symbol: str
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+    ts_venue_ms: int
+    ts_recv_ms: int
+    seq: int = 0
+    bid: float | None = None
+    ask: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bid is None or self.ask is None:  # from a producer that did not send them
+            bids, asks = levels(self.bids), levels(self.asks)
+            self.bid = bids[0][0] if bids else None
+            self.ask = asks[0][0] if asks else None
+
+
+def levels(side: list[Level] | msgspec.Raw) -> list[Level]:
+    """A book side's levels, decoding them if they are still raw (:class:`BookHead`)."""
+    return side if isinstance(side, list) else _LEVELS.decode(side)
 
 
 class OpportunityLeg(msgspec.Struct, kw_only=True):

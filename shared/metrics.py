@@ -10,10 +10,54 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+
+class LoopHistogram:
+    """A histogram for a hot path of the event loop, exposed like a prometheus-client one.
+
+    ``observe`` is a bisection and two additions — no lock, no per-bucket loop — about a
+    tenth of ``Histogram.observe``; that is safe because everything that touches it,
+    ``/metrics`` included, runs on the one event loop. Values may be observed in a unit of
+    their own (``scale``: observed units per exposed unit, e.g. 1000 for milliseconds
+    exposed as seconds, so the hot path can use integer milliseconds); ``buckets`` are
+    given in the exposed unit. No labels.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], *, scale: float = 1.0,
+                 registry: CollectorRegistry | None = REGISTRY):
+        self.name = name
+        self.documentation = documentation
+        self.buckets = [float(b) for b in buckets]
+        self.scale = scale
+        self._bounds = [b * scale for b in self.buckets]
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound
+        self._sum = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, total = [], 0
+        for bound, count in zip(self.buckets, self._counts, strict=False):
+            total += count
+            cumulative.append((repr(bound), total))
+        cumulative.append(("+Inf", total + self._counts[-1]))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=cumulative,
+                                    sum_value=self._sum / self.scale)
+
 
 # Bus (shared.bus)
 BUS_PRODUCED = Counter("cse_bus_messages_produced_total", "Messages produced", ["topic"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -72,6 +73,7 @@ async def consume_until_stopped(ctx: WorkerContext, loops: list[ConsumerLoop]) -
 
 
 def consumer(services: Services, settings: CommonSettings, topics: list[str], group: str,
-             handler: Handler) -> ConsumerLoop:
-    return ConsumerLoop(services.bus, settings.kafka, topics, group, handler)
+             handler: Handler, message_types: dict[str, type[Any]] | None = None) -> ConsumerLoop:
+    """A consumer loop of the worker's bus; ``message_types`` reads a topic as another type."""
+    return ConsumerLoop(services.bus, settings.kafka, topics, group, handler, message_types=message_types)
 

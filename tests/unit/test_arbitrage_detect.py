@@ -457,3 +457,23 @@ def test_the_benchmark_runs_small_and_finds_the_dislocations() -> None:
     assert r["opportunities"] >= r["updates_with_opportunity"]
     assert r["topbook_rejects"] + r["updates_with_opportunity"] <= 3_000
     assert r["triangular_markets"] == 3 + 3 * 4 and r["triangular_scans_per_s"] > 0
+
+
+def test_books_read_as_heads_give_the_same_opportunities() -> None:
+    """The worker reads books as BookHead (levels left raw until walked): same results."""
+    from shared.messages import BookHead, Codec
+
+    stream = [ob("a", 99.0, 100.0, size=2.0), ob("b", 101.0, 102.0, seq=2), ob("c", 100.5, 101.5, seq=3),
+              ob("b", 101.0, 102.0, seq=4), ob("a", 103.0, 104.0, seq=5, ts=NOW + 1),
+              ob("c", 98.0, 99.0, seq=6)]
+    full, heads = CrossVenueDetector(cfg()), CrossVenueDetector(cfg())
+    for book in stream:
+        head = msgspec.json.decode(Codec.encode(book), type=BookHead)
+        assert isinstance(head.bids, msgspec.Raw) and head.bid == book.bids[0][0]
+        assert full.update(book, NOW + 5) == heads.update(head, NOW + 5)
+    assert full.stats == heads.stats and full.opportunities > 0
+    # a head from a producer that sent no best prices: taken from the levels
+    legacy = b'{"type":"orderbook","venue":"x","symbol":"BTC/USDT","bids":[[1.0,2.0]],"asks":[],' \
+             b'"ts_venue_ms":1,"ts_recv_ms":1}'
+    head = msgspec.json.decode(legacy, type=BookHead)
+    assert (head.bid, head.ask) == (1.0, None)

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.bus import Bus, ConsumerLoop
 from shared.embedded import infra
-from shared.messages import ARB_OPPORTUNITIES, Codec, OrderBook, now_ms
+from shared.messages import ARB_OPPORTUNITIES, BookHead, Codec, OrderBook, now_ms
 from shared.settings import KafkaSettings
 from workers.arbitrage.bench import _cross_stream
 from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
@@ -85,7 +85,7 @@ class _AckTimedBus(Bus):
 def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str) -> ConsumerLoop:
     """The worker's own ``md.orderbooks`` handler in a consumer loop over ``topic``."""
     return ConsumerLoop(bus, _settings(bootstrap), [topic], group, book_handler(_detector(), bus),
-                        message_types={topic: OrderBook})
+                        message_types={topic: BookHead})
 
 
 async def _paced(bootstrap: str, topic: str, stream: list[OrderBook], rate: int, seconds: float) -> int:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from shared.messages import Opportunity, OrderBook
+from shared.messages import BookHead, Level, Opportunity, OrderBook, levels
 
 DEFAULT_TAKER_FEE = 0.001
 INF = math.inf
@@ -214,15 +214,15 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 class _Symbol:
     """One symbol's books across venues, with slot-aligned lists of effective best prices."""
 
-    __slots__ = ("base", "books", "buy_f", "eask", "ebid", "fees", "index", "quote", "sell_f",
-                 "symbol", "used_ask", "used_bid", "venues")
+    __slots__ = ("ask_lv", "base", "bid_lv", "books", "buy_f", "eask", "ebid", "fees", "index", "quote",
+                 "sell_f", "symbol", "used_ask", "used_bid", "venues")
 
     def __init__(self, symbol: str):
         self.symbol = symbol
         self.base, self.quote = split_symbol(symbol)
         self.venues: list[str] = []
         self.index: dict[str, int] = {}
-        self.books: list[OrderBook | None] = []
+        self.books: list[OrderBook | BookHead | None] = []
         self.fees: list[float] = []
         self.buy_f: list[float] = []  # (1+fee)(1+slip): best ask × this = effective cost
         self.sell_f: list[float] = []  # (1−fee)(1−slip): best bid × this = effective proceeds
@@ -231,6 +231,9 @@ class _Symbol:
         # base already promised to opportunities from the kept book's top (until a newer book)
         self.used_ask: list[float] = []
         self.used_bid: list[float] = []
+        # the kept books' levels, decoded (None: not yet, for a book read as a BookHead)
+        self.ask_lv: list[list[Level] | None] = []
+        self.bid_lv: list[list[Level] | None] = []
 
     def add(self, venue: str, fee: float, slip: float) -> int:
         self.index[venue] = len(self.venues)
@@ -243,12 +246,30 @@ class _Symbol:
         self.eask.append(INF)
         self.used_ask.append(0.0)
         self.used_bid.append(0.0)
+        self.ask_lv.append(None)
+        self.bid_lv.append(None)
         return self.index[venue]
+
+    def asks(self, k: int) -> list[Level]:
+        lv = self.ask_lv[k]
+        if lv is None:
+            book = self.books[k]
+            assert book is not None
+            lv = self.ask_lv[k] = levels(book.asks)
+        return lv
+
+    def bids(self, k: int) -> list[Level]:
+        lv = self.bid_lv[k]
+        if lv is None:
+            book = self.books[k]
+            assert book is not None
+            lv = self.bid_lv[k] = levels(book.bids)
+        return lv
 
     def remove(self, venue: str) -> None:
         k = self.index.pop(venue)
         for lst in (self.venues, self.books, self.fees, self.buy_f, self.sell_f, self.ebid, self.eask,
-                    self.used_ask, self.used_bid):
+                    self.used_ask, self.used_bid, self.ask_lv, self.bid_lv):
             del lst[k]
         self.index = {v: n for n, v in enumerate(self.venues)}
 
@@ -288,7 +309,7 @@ class CrossVenueDetector:
                 "opportunities": self.opportunities, "stale_skips": self.stale_skips,
                 "out_of_order": self.out_of_order}
 
-    def book(self, symbol: str, venue: str) -> OrderBook | None:
+    def book(self, symbol: str, venue: str) -> OrderBook | BookHead | None:
         """The book kept for (symbol, venue), if any."""
         sym = self._symbols.get(symbol)
         if sym is None or venue not in sym.index:
@@ -301,8 +322,12 @@ class CrossVenueDetector:
             if venue in sym.index:
                 sym.remove(venue)
 
-    def update(self, book: OrderBook, now_ms: int, balances: Balances | None = None) -> list[Opportunity]:
+    def update(self, book: OrderBook | BookHead, now_ms: int, balances: Balances | None = None
+               ) -> list[Opportunity]:
         """Keep ``book`` and return the opportunities it opens against the other venues.
+
+        A :class:`~shared.messages.BookHead` is judged on its best prices; its levels are
+        decoded only if it is walked.
 
         ``balances(venue, asset)`` gives the amount available; None means unlimited (each
         trade is still capped by ``max_notional``).
@@ -323,9 +348,16 @@ class CrossVenueDetector:
         sym.books[k] = book
         sym.used_ask[k] = sym.used_bid[k] = 0.0  # a newer book: nothing promised from it yet
         bids = book.bids
-        asks = book.asks
-        eb = sym.ebid[k] = bids[0][0] * sym.sell_f[k] if bids else -INF
-        ea = sym.eask[k] = asks[0][0] * sym.buy_f[k] if asks else INF
+        if bids.__class__ is list:  # an OrderBook: its levels
+            asks = book.asks
+            sym.bid_lv[k], sym.ask_lv[k] = bids, asks
+            bid = bids[0][0] if bids else None
+            ask = asks[0][0] if asks else None
+        else:  # a BookHead: its best prices; the levels are decoded if it is ever walked
+            sym.bid_lv[k] = sym.ask_lv[k] = None
+            bid, ask = book.bid, book.ask
+        eb = sym.ebid[k] = bid * sym.sell_f[k] if bid is not None else -INF
+        ea = sym.eask[k] = ask * sym.buy_f[k] if ask is not None else INF
         if now_ms - book.ts_venue_ms > self._stale_ms:
             self.stale_skips += 1
             return []
@@ -383,8 +415,8 @@ class CrossVenueDetector:
         sym.used_bid[sell] += quantity
         bb, sb = sym.books[buy], sym.books[sell]
         assert bb is not None and sb is not None
-        ask = best_left(bb.asks, sym.used_ask[buy])
-        bid = best_left(sb.bids, sym.used_bid[sell])
+        ask = best_left(sym.asks(buy), sym.used_ask[buy])
+        bid = best_left(sym.bids(sell), sym.used_bid[sell])
         sym.eask[buy] = ask * sym.buy_f[buy] if ask is not None else INF
         sym.ebid[sell] = bid * sym.sell_f[sell] if bid is not None else -INF
 
@@ -399,7 +431,7 @@ class CrossVenueDetector:
             max_quote = balances(sym.venues[buy], sym.quote)
             max_base = balances(sym.venues[sell], sym.base)
         self.walks += 1
-        res = walk(bb.asks, sb.bids, sym.fees[buy], sym.fees[sell], cfg.slippage_bps,
+        res = walk(sym.asks(buy), sym.bids(sell), sym.fees[buy], sym.fees[sell], cfg.slippage_bps,
                    max_base, max_quote, cfg.max_notional, sym.used_ask[buy], sym.used_bid[sell])
         if res is None or res.net_profit < cfg.min_profit or res.edge_bps < cfg.min_edge_bps:
             return None
