@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import time
@@ -71,6 +72,29 @@ class Outbox:
         return items
 
 
+class _OpenBatch:
+    """Records for one partition, built here and handed whole to the producer."""
+
+    __slots__ = ("builder", "future", "partition", "topic")
+
+    def __init__(self, builder: Any, future: asyncio.Future[Any], topic: str, partition: int):
+        self.builder = builder
+        self.future = future  # resolves when the broker acknowledged the batch
+        self.topic = topic
+        self.partition = partition
+
+    def settled(self, sent: asyncio.Future[Any]) -> None:
+        """Pass the producer's outcome for the batch on to everyone who published in it."""
+        if self.future.done():
+            return
+        if sent.cancelled():
+            self.future.set_exception(KafkaError("the batch send was cancelled"))
+        elif (error := sent.exception()) is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(sent.result())
+
+
 _OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar("cse_bus_outbox", default=None)
 
 
@@ -87,6 +111,10 @@ class Bus:
         self._topics_ok = False
         self._ensure_lock = asyncio.Lock()
         self._outbox = Outbox()  # publishes made outside any consumer loop
+        self._open: dict[tuple[str, int], _OpenBatch] = {}  # batches being filled (see publish)
+        self._sealed: collections.deque[_OpenBatch] = collections.deque()  # for the producer
+        self._seal_handle: asyncio.Handle | None = None
+        self._submitting: asyncio.Task[None] | None = None
         self._partitions: dict[tuple[str, bytes], int] = {}
 
     async def __aenter__(self) -> Bus:
@@ -129,7 +157,17 @@ class Bus:
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
+        """Hand what was published to the producer (whose stop sends it), then disconnect."""
+        self._seal_open()
+        if self._submitting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._submitting), 15)
         await self._close_clients()
+        for batch in [*self._open.values(), *self._sealed]:
+            if not batch.future.done():  # whoever waits for it learns it was not sent
+                batch.future.set_exception(BrokerUnavailable("the bus closed before the batch was sent"))
+        self._open.clear()
+        self._sealed.clear()
 
     async def _close_clients(self) -> None:
         if self._producer is not None:
@@ -201,15 +239,70 @@ class Bus:
         """
         payload = Codec.encode(message)
         key = key if key is not None else key_of(message)
-        try:
-            assert self._producer is not None, "Bus not started"
-            future = await self._producer.send(topic, payload, key=key,
-                                               partition=self._partition_of(topic, key))
-        except KafkaError:
-            await self.send_raw(topic, payload, key)
-            return None
+        assert self._producer is not None, "Bus not started"
+        partition = self._partition_of(topic, key)
+        future = self._append(topic, partition, key, payload) if partition is not None else None
+        if future is None:  # partitions not known yet, or a record larger than a batch
+            try:
+                future = await self._producer.send(topic, payload, key=key, partition=partition)
+            except KafkaError:
+                await self.send_raw(topic, payload, key)
+                return None
         (_OUTBOX.get() or self._outbox).items.append((future, topic, payload, key))
         return future  # resolves when the broker acknowledged it
+
+    # Publishes to a partition are appended to a record batch of our own, handed whole to the
+    # producer at the next turn of the event loop (or once full): a fraction of the producer's
+    # per-message ``send``, and one ack future per batch. Batches go to the producer in the
+    # order they were opened (one submitting task), so each partition's records stay in order.
+
+    def _append(self, topic: str, partition: int, key: bytes | None, payload: bytes
+                ) -> asyncio.Future[Any] | None:
+        """Add the record to the partition's open batch; that batch's future (None: the record
+        does not fit even an empty batch)."""
+        for _attempt in range(2):
+            batch = self._open.get((topic, partition))
+            if batch is None:
+                batch = self._open_batch(topic, partition)
+            if batch.builder.append(timestamp=None, key=key, value=payload) is not None:
+                return batch.future
+            if batch.builder.record_count() == 0:
+                return None
+            self._sealed.append(self._open.pop((topic, partition)))  # full: off it goes
+            self._submit()
+        return None
+
+    def _open_batch(self, topic: str, partition: int) -> _OpenBatch:
+        assert self._producer is not None, "Bus not started"
+        loop = asyncio.get_running_loop()
+        batch = self._open[(topic, partition)] = _OpenBatch(self._producer.create_batch(),
+                                                            loop.create_future(), topic, partition)
+        if self._seal_handle is None:
+            self._seal_handle = loop.call_soon(self._seal_open)
+        return batch
+
+    def _seal_open(self) -> None:
+        self._seal_handle = None
+        if self._open:
+            self._sealed.extend(self._open.values())
+            self._open.clear()
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._submitting is None or self._submitting.done():
+            self._submitting = asyncio.get_running_loop().create_task(self._submit_sealed())
+
+    async def _submit_sealed(self) -> None:
+        while self._sealed:
+            batch = self._sealed.popleft()
+            try:
+                assert self._producer is not None, "Bus not started"
+                sent = await self._producer.send_batch(batch.builder, batch.topic, partition=batch.partition)
+            except Exception as exc:  # each publisher's settle re-sends its record
+                if not batch.future.done():
+                    batch.future.set_exception(exc)
+                continue
+            sent.add_done_callback(batch.settled)
 
     def _partition_of(self, topic: str, key: bytes | None) -> int | None:
         """The default partitioner's choice, cached per key (murmur2 in Python is slow)."""
