@@ -268,8 +268,7 @@ class Bus:
                 return batch.future
             if batch.builder.record_count() == 0:
                 return None
-            self._sealed.append(self._open.pop((topic, partition)))  # full: off it goes
-            self._submit()
+            self._seal([self._open.pop((topic, partition))])  # full: off it goes
         return None
 
     def _open_batch(self, topic: str, partition: int) -> _OpenBatch:
@@ -284,9 +283,15 @@ class Bus:
     def _seal_open(self) -> None:
         self._seal_handle = None
         if self._open:
-            self._sealed.extend(self._open.values())
+            self._seal(list(self._open.values()))
             self._open.clear()
-            self._submit()
+
+    def _seal(self, batches: list[_OpenBatch]) -> None:
+        for batch in batches:
+            # closed, the producer sends it as soon as it can instead of lingering on it
+            batch.builder.close()
+        self._sealed.extend(batches)
+        self._submit()
 
     def _submit(self) -> None:
         if self._submitting is None or self._submitting.done():

@@ -330,8 +330,14 @@ def _bench_arbitrage(args: argparse.Namespace) -> int:
                           scale_messages=10_000 if quick else 60_000)
     print(f"    bare {broker['bare_consume_per_s']:,.0f}/s, worker {broker['worker_consume_per_s']:,.0f}/s "
           f"({broker['worker_vs_bare']:.0%} of bare)")
-    print(f"    latency: bare p50 {broker['bare_p50_ms']:.1f} ms p99 {broker['bare_p99_ms']:.1f} ms; "
-          f"book to opportunity published p50 {broker['p50_ms']:.1f} ms p99 {broker['p99_ms']:.1f} ms")
+    print(f"    latency from the book's stamp, over the books that open an opportunity: bare "
+          f"receipt p50 {broker['bare_p50_ms']:.1f} ms p99 {broker['bare_p99_ms']:.1f} ms; worker "
+          f"receipt p50 {broker['received_p50_ms']:.1f} ms p99 {broker['received_p99_ms']:.1f} ms, "
+          f"decided p50 {broker['decided_p50_ms']:.1f} ms p99 {broker['decided_p99_ms']:.1f} ms, "
+          f"acknowledged p50 {broker['p50_ms']:.1f} ms p99 {broker['p99_ms']:.1f} ms")
+    print(f"    the worker's own time, receipt to decision: p50 {broker['worker_own_p50_ms']:.2f} ms "
+          f"p99 {broker['worker_own_p99_ms']:.2f} ms; the publish's round trip to the broker p50 "
+          f"{broker['ack_hop_p50_ms']:.1f} ms p99 {broker['ack_hop_p99_ms']:.1f} ms")
     print(f"    1 process {broker['worker_1proc_per_s']:,.0f}/s, 2 processes "
           f"{broker['worker_2proc_per_s']:,.0f}/s: x{broker['scale_1_to_2']:.2f}")
     keys = ("detect_updates_per_s", "opportunities", "triangular_markets", "triangular_scans_per_s")

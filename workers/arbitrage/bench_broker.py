@@ -3,9 +3,11 @@
 2. On topics filled with the same generated books (5 venues x 20 symbols, 20 levels), the
    rate of a bare aiokafka consumer (fetch + typed decode + commit) against the worker's
    consumer loop (fetch, decode, detect, publish opportunities, commit), each in a fresh
-   process, alternating twice in the same run, the better of two each; then, with
-   books produced at a steady 5,000/s stamped with their send time, the latency from that
-   stamp to the bare consumer's receipt and to the worker's published opportunity.
+   process, alternating twice in the same run, the better of two each; and, with books
+   produced at a steady 5,000/s stamped with their send time, read at the same time by a
+   bare consumer and by the worker (fresh processes, the same fetch settings), the latency
+   from that stamp to the bare consumer's receipt and to the worker's acknowledged
+   opportunity.
 3. One and two worker processes in one consumer group over 6 partitions: throughput ratio.
 
 Each phase uses a topic of its own on a fresh in-memory Tansu broker (its store slows
@@ -63,23 +65,35 @@ async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]])
 
 
 class _AckTimedBus(Bus):
-    """A bus that records (book stamp, ack time) of every opportunity published.
+    """A bus that records, for every opportunity published, the stamp of the book that opened
+    it, when the worker published it and when the broker acknowledged it (ns).
 
     ``ts_book_ms`` is the newer of the two books' stamps: with books stamped at send time and
     a symbol's books in one partition, that is the stamp of the book that opened it.
     """
 
-    def __init__(self, settings: KafkaSettings, published: list[tuple[int, int]], **kw: Any):
+    def __init__(self, settings: KafkaSettings, published: list[tuple[int, int, int]], **kw: Any):
         super().__init__(settings, **kw)
         self.published = published
 
     async def publish(self, topic: str, message: Any, key: bytes | None = None
                       ) -> asyncio.Future[Any] | None:
+        decided = time.time_ns()
         future = await super().publish(topic, message, key)
         if future is not None:  # published = acknowledged by the broker
             future.add_done_callback(
-                lambda _f, t=message.ts_book_ms: self.published.append((t, time.time_ns())))
+                lambda _f, t=message.ts_book_ms, d=decided:
+                self.published.append((t, d, time.time_ns())))
         return future
+
+
+def _receipt_timed(received: list[float], fetched_ns: list[int]) -> Any:
+    """An ``_AckTimedBus.publish`` that also records stamp -> receipt of the opening book."""
+    async def publish(self: _AckTimedBus, topic: str, message: Any, key: bytes | None = None
+                      ) -> asyncio.Future[Any] | None:
+        received.append((fetched_ns[0] - message.ts_book_ms * 1_000_000) / 1e6)
+        return await _AckTimedBus.publish(self, topic, message, key)
+    return publish
 
 
 def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str) -> ConsumerLoop:
@@ -115,49 +129,146 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def _bare_latency(bootstrap: str, topic: str, stream: list[OrderBook], rate: int,
-                        seconds: float) -> list[float]:
-    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq"]):
-        pass
-    codec = Codec(OrderBook)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare-lat",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=5)
-    await consumer.start()
-    await asyncio.sleep(3)  # join the group before the clock starts
-    lat: list[float] = []
-    producing = asyncio.create_task(_paced(bootstrap, topic, stream, rate, seconds))
-    drain_until = None
+def _latency(stream: list[OrderBook], rate: int, seconds: float, workdir: Path,
+             rounds: int = 2) -> dict[str, float]:
+    """Book stamp -> bare receipt, and -> opportunity decided / acknowledged by the worker.
+
+    Alternating, ``rounds`` times each, in fresh processes on a fresh broker each (the
+    memory store answers small fetches slower as it fills, so a run must not inherit
+    another's topics): this process produces the books at ``rate``/s stamped with their send
+    time, one consumer process reads them with the worker's fetch settings. The bare figures
+    are taken over the books that open an opportunity (known by running the detector over
+    the same sequence here), so both sides describe the same books; the better round of
+    each is kept, as for throughput.
+    """
+    sent = [msgspec.structs.replace(stream[i % len(stream)], seq=i, ts_venue_ms=i, ts_recv_ms=i)
+            for i in range(int(rate * seconds))]  # as _paced stamps them: in send order
+    detector = _detector()
+    opening = {book.seq for book in sent if detector.update(book, 0)}
+    bare: list[dict[str, float]] = []
+    worker: list[dict[str, float]] = []
+    for _round in range(rounds):
+        samples = _latency_run("bare", stream, rate, seconds, workdir)
+        opened = [lat for seq, lat in samples if seq in opening]
+        bare.append({"bare_p50_ms": _pct(opened, 50), "bare_p99_ms": _pct(opened, 99),
+                     "bare_all_p99_ms": _pct([lat for _, lat in samples], 99),
+                     "latency_samples_bare": len(opened)})
+        seen = _latency_run("worker", stream, rate, seconds, workdir)
+        own = [d - r for d, r in zip(seen["decided"], seen["received"], strict=True)]
+        hop = [a - d for a, d in zip(seen["acked"], seen["decided"], strict=True)]
+        worker.append({"received_p50_ms": _pct(seen["received"], 50),
+                       "received_p99_ms": _pct(seen["received"], 99),
+                       "worker_own_p50_ms": _pct(own, 50), "worker_own_p99_ms": _pct(own, 99),
+                       "ack_hop_p50_ms": _pct(hop, 50), "ack_hop_p99_ms": _pct(hop, 99),
+                       "decided_p50_ms": _pct(seen["decided"], 50),
+                       "decided_p99_ms": _pct(seen["decided"], 99),
+                       "p50_ms": _pct(seen["acked"], 50), "p99_ms": _pct(seen["acked"], 99),
+                       "latency_samples_opportunities": len(seen["acked"])})
+    return {**min(bare, key=lambda r: r["bare_p99_ms"]), **min(worker, key=lambda r: r["p99_ms"]),
+            "latency_rounds": rounds, "opening_books": len(opening)}
+
+
+def _latency_run(mode: str, stream: list[OrderBook], rate: int, seconds: float,
+                 workdir: Path) -> Any:
+    broker = infra.start(infra.tansu_spec(infra.free_port()), workdir)
+    bootstrap = f"127.0.0.1:{broker.port}"
+    topic = "bench.lat"
+    out = workdir / f"lat-{mode}-{time.time_ns()}.json"
     try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.time_ns()
-            for records in batch.values():
-                for record in records:
-                    lat.append((now - codec.decode(record.value).ts_recv_ms * 1_000_000) / 1e6)
-            if producing.done():
-                drain_until = drain_until or time.monotonic() + 3
-                if len(lat) >= producing.result() or time.monotonic() > drain_until:
-                    break
+        asyncio.run(_create(bootstrap, [topic, ARB_OPPORTUNITIES]))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "workers.arbitrage.bench_broker", "--latency", mode,
+             "--consume", topic, "--bootstrap", bootstrap, "--out", str(out)],
+            stdout=subprocess.DEVNULL)
+        try:
+            _await_ready([out], [child])
+            asyncio.run(_paced(bootstrap, topic, stream, rate, seconds))
+            child.wait(120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        return json.loads(out.read_text())
     finally:
-        await consumer.stop()
-    return lat
+        broker.stop()
 
 
-async def _worker_latency(bootstrap: str, topic: str, stream: list[OrderBook], rate: int,
-                          seconds: float) -> list[float]:
-    published: list[tuple[int, int]] = []
-    topics = [topic, f"{topic}.dlq", ARB_OPPORTUNITIES, f"{ARB_OPPORTUNITIES}.dlq"]
-    async with _AckTimedBus(_settings(bootstrap), published, topics=topics) as bus:
-        loop = _worker_loop(bus, bootstrap, topic, "bench-worker-lat")
-        task = asyncio.create_task(loop.run())
-        await asyncio.wait_for(loop.assigned.wait(), 30)
-        await asyncio.sleep(1)
-        await _paced(bootstrap, topic, stream, rate, seconds)
-        await asyncio.sleep(1.0)
-        loop.stop()
-        await task
-    return [(t_pub - t_recv * 1_000_000) / 1e6 for t_recv, t_pub in published]
+async def _create(bootstrap: str, topics: list[str]) -> None:
+    async with Bus(_settings(bootstrap), topics=topics):
+        pass  # creates the topics with 6 partitions
+
+
+def _await_ready(outs: list[Path], children: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{out}.ready").exists() for out in outs):
+        if time.monotonic() > deadline or any(c.poll() is not None for c in children):
+            raise RuntimeError("benchmark consumers did not join their groups")
+        time.sleep(0.05)
+
+
+async def _latency_child(bootstrap: str, topic: str, out: Path, bare: bool,
+                         idle_s: float = 2.0) -> None:
+    """One side of the latency phase: join, say so, then record until the topic idles.
+
+    Bare: (seq, stamp -> receipt ms) of every book. Worker: stamp -> decided and stamp ->
+    acknowledged (ms) of every opportunity."""
+    settings = _settings(bootstrap)
+    lat: list[tuple[int, float]] = []
+    if bare:  # the worker's own fetch settings, without the worker
+        codec = Codec(OrderBook)
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"lat-bare-{topic}",
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                    max_poll_records=settings.max_poll_records)
+        await consumer.start()
+        try:
+            while len(consumer.assignment()) != 6:
+                await asyncio.sleep(0.02)
+            Path(f"{out}.ready").write_text("ready")
+            quiet_since = None
+            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time_ns()
+                for records in batch.values():
+                    for record in records:
+                        book = codec.decode(record.value)
+                        lat.append((book.seq, (now - book.ts_recv_ms * 1_000_000) / 1e6))
+                if batch:
+                    quiet_since = time.monotonic()
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+    else:
+        published: list[tuple[int, int, int]] = []
+        received: list[float] = []  # stamp -> the loop's getmany returned it, per opportunity
+        fetched_ns = [0]
+        getmany = AIOKafkaConsumer.getmany
+
+        async def timed_getmany(self: AIOKafkaConsumer, *a: Any, **kw: Any) -> Any:
+            batch = await getmany(self, *a, **kw)
+            fetched_ns[0] = time.time_ns()
+            return batch
+
+        AIOKafkaConsumer.getmany = timed_getmany  # type: ignore[method-assign]  # this process only
+        bus_cls = type("_ReceiptTimedBus", (_AckTimedBus,), {"publish": _receipt_timed(received, fetched_ns)})
+        async with bus_cls(settings, published, topics=[topic, ARB_OPPORTUNITIES]) as bus:
+            loop = _worker_loop(bus, bootstrap, topic, f"lat-worker-{topic}")
+            task = asyncio.create_task(loop.run())
+            while len(loop.assignment) != 6:
+                await asyncio.sleep(0.02)
+            Path(f"{out}.ready").write_text("ready")
+            seen, quiet_since = 0, None
+            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+                await asyncio.sleep(0.01)
+                if loop.stats.consumed != seen:
+                    seen, quiet_since = loop.stats.consumed, time.monotonic()
+            loop.stop()
+            await task
+        out.write_text(json.dumps({
+            "received": received,
+            "decided": [(t_dec - t_book * 1_000_000) / 1e6 for t_book, t_dec, _ in published],
+            "acked": [(t_ack - t_book * 1_000_000) / 1e6 for t_book, _, t_ack in published]}))
+        return
+    out.write_text(json.dumps(lat))
 
 
 def _run_children(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], procs: int,
@@ -176,11 +287,7 @@ def _run_children(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]
          "--bootstrap", bootstrap, "--out", str(out), "--members", str(procs), "--go", str(go),
          *(["--bare"] if bare else [])],
         stdout=subprocess.DEVNULL) for out in outs]
-    deadline = time.monotonic() + 60
-    while not all(Path(f"{out}.ready").exists() for out in outs):
-        if time.monotonic() > deadline or any(c.poll() is not None for c in children):
-            raise RuntimeError("benchmark consumers did not join the group")
-        time.sleep(0.05)
+    _await_ready(outs, children)
     go.write_text("go")
     for child in children:
         child.wait(300)
@@ -270,9 +377,7 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
             stream, _, _ = _cross_stream(5, 20, 20, messages, 3)
             payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
             # latency first: Tansu's in-memory store answers slower as it fills up
-            bare_lat = asyncio.run(_bare_latency(bootstrap, "bench.lat-bare", stream, rate, seconds))
-            worker_lat = asyncio.run(_worker_latency(bootstrap, "bench.lat-worker", stream, rate,
-                                                     seconds))
+            latency = _latency(stream, rate, seconds, workdir)
             # side by side, alternating, on identical fresh topics; the better of two each
             bares, workers = [], []
             for round_ in range(2):
@@ -287,9 +392,7 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
     return {
         "bare_consume_per_s": bare, "worker_consume_per_s": worker,
         "worker_vs_bare": worker / bare,
-        "latency_rate_per_s": rate, "bare_p50_ms": _pct(bare_lat, 50), "bare_p99_ms": _pct(bare_lat, 99),
-        "p50_ms": _pct(worker_lat, 50), "p99_ms": _pct(worker_lat, 99),
-        "latency_samples_bare": len(bare_lat), "latency_samples_opportunities": len(worker_lat),
+        "latency_rate_per_s": rate, **latency,
         **scaling,
     }
 
@@ -300,9 +403,15 @@ def _main() -> int:
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--members", type=int, default=1)
-    p.add_argument("--go", type=Path, required=True)
+    p.add_argument("--go", type=Path, help="the file whose appearance starts a throughput run")
     p.add_argument("--bare", action="store_true")
+    p.add_argument("--latency", choices=("bare", "worker"))
     args = p.parse_args()
+    if args.latency:
+        asyncio.run(_latency_child(args.bootstrap, args.consume, args.out, args.latency == "bare"))
+        return 0
+    if args.go is None:
+        p.error("--go is required without --latency")
     asyncio.run(_consume_child(args.bootstrap, args.consume, args.out, args.members, args.go,
                                args.bare))
     return 0
