@@ -326,7 +326,7 @@ def _bench_arbitrage(args: argparse.Namespace) -> int:
           flush=True)
     print("2/3 through the broker: bare consumer vs worker, latency at 5,000 updates/s ...", flush=True)
     print("3/3 one vs two worker processes on 6 partitions ...", flush=True)
-    broker = bench_broker(messages=10_000 if quick else 60_000, seconds=2 if quick else 6,
+    broker = bench_broker(messages=10_000 if quick else 200_000, seconds=2 if quick else 6,
                           scale_messages=10_000 if quick else 60_000)
     print(f"    bare {broker['bare_consume_per_s']:,.0f}/s, worker {broker['worker_consume_per_s']:,.0f}/s "
           f"({broker['worker_vs_bare']:.0%} of bare)")

@@ -1,17 +1,18 @@
 """`cse bench arbitrage`, parts 2 and 3: the detector behind the real broker.
 
-2. On topics filled with the same generated books (5 venues x 20 symbols, 20 levels), the
+2. On topics filled with the same 200,000 generated books (5 venues x 20 symbols, 20 levels;
+   a few seconds of reading each, so one stall of the shared machine does not decide it), the
    rate of a bare aiokafka consumer (fetch + typed decode + commit) against the worker's
    consumer loop (fetch, decode, detect, publish opportunities, commit), each in a fresh
-   process, alternating twice in the same run, the better of two each; and, with books
-   produced at a steady 5,000/s stamped with their send time, read at the same time by a
-   bare consumer and by the worker (fresh processes, the same fetch settings), the latency
-   from that stamp to the bare consumer's receipt and to the worker's acknowledged
-   opportunity.
+   process, alternating twice in the same run, the better of two each.
+   Latency: books produced at a steady 5,000/s stamped with their send time, read by a bare
+   consumer (fetch, decode) and, in another run, by the worker, alternating twice, each in
+   a fresh process on a fresh broker (see :func:`_latency`): stamp -> bare receipt, and
+   stamp -> the worker's receipt, decision and acknowledged opportunity.
 3. One and two worker processes in one consumer group over 6 partitions: throughput ratio.
 
-Each phase uses a topic of its own on a fresh in-memory Tansu broker (its store slows
-down as a topic fills, so phases must not share one).
+Each throughput phase reads a topic of its own (the in-memory store slows down as a topic
+fills, so phases must not share one).
 """
 
 from __future__ import annotations
@@ -385,12 +386,13 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
                 workers.append(_run_children(bootstrap, f"bench.worker{round_}", payloads, 1,
                                              workdir))
             bare, worker = max(bares), max(workers)
+            rounds = {"bare_rounds_per_s": bares, "worker_rounds_per_s": workers}
             scaling = _scaling(bootstrap, scale_messages, workdir)
         finally:
             broker.stop()
     return {
         "bare_consume_per_s": bare, "worker_consume_per_s": worker,
-        "worker_vs_bare": worker / bare,
+        "worker_vs_bare": worker / bare, **rounds,
         "latency_rate_per_s": rate, **latency,
         **scaling,
     }
