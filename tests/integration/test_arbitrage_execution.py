@@ -26,6 +26,7 @@ from shared.messages import Opportunity, OrderBook, now_ms
 from shared.settings import KafkaSettings, RedisSettings
 from tests.integration.conftest import SimVenue, sim_gateway, start_venue
 from tests.integration.redis_proxy import RedisProxy
+from tests.metric_values import value
 from workers.arbitrage.balances import DISAGREEMENTS, BalanceBook
 from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
 from workers.arbitrage.execute import ExecutionPolicy, Executor, leg_ids
@@ -139,10 +140,10 @@ async def test_fills_move_the_view_at_once_and_the_next_read_agrees(rig: Rig) ->
     assert await outcome(rig, opp.id) == "both_legs"
     for venue in rig.gateway.venues:  # no read since: the fills alone moved the view
         assert_same(await view(rig, venue), await venue_free(rig, venue))
-    before = {v: DISAGREEMENTS.labels(v)._value.get() for v in rig.gateway.venues}
+    before = {v: value(DISAGREEMENTS, v) for v in rig.gateway.venues}
     for venue in rig.gateway.venues:
         assert await executor.balances.read(rig.gateway, venue) == "applied"
-        assert DISAGREEMENTS.labels(venue)._value.get() == before[venue]
+        assert value(DISAGREEMENTS, venue) == before[venue]
     assert await held(rig) == {}, "the execution left something held"
 
 
@@ -166,10 +167,10 @@ async def test_a_balance_spent_is_not_spent_again(rig: Rig) -> None:
 
 async def test_a_read_counts_what_moved_outside_the_view(rig: Rig) -> None:
     book = rig.executor().balances
-    before = DISAGREEMENTS.labels("exe-x")._value.get()
+    before = value(DISAGREEMENTS, "exe-x")
     await rig.gateway.call("exe-x", "create_order", BTC, "market", "buy", 0.001)  # not through the view
     assert await book.read(rig.gateway, "exe-x") == "applied"
-    assert DISAGREEMENTS.labels("exe-x")._value.get() == before + 2  # BTC and USDT
+    assert value(DISAGREEMENTS, "exe-x") == before + 2  # BTC and USDT
     assert_same(await view(rig, "exe-x"), await venue_free(rig, "exe-x"))
 
 
@@ -221,9 +222,9 @@ async def test_redis_failing_at_any_step_holds_nothing_for_ever_and_recovers_exa
         await asyncio.sleep(0.7)  # every hold of the failed attempt has lapsed
         now = now_ms()
         left = await held(rig)
-        for key, value in left.items():
-            assert isinstance(value, dict), (k, key, value)  # a pair lock would be a live string
-            for field, raw in value.items():
+        for key, fields in left.items():
+            assert isinstance(fields, dict), (k, key, fields)  # a pair lock would be a live string
+            for field, raw in fields.items():
                 until = int(float(raw.decode().rpartition("|")[2]))
                 assert until < now, f"step {k}: {key} {field} still held"
         await redeliver(executor, opp)

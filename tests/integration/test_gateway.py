@@ -13,12 +13,9 @@ from shared import metrics
 from shared.errors import ExchangeAuthError, ExchangeRejected, ExchangeUnavailable
 from shared.gateway import Gateway, VenueSettings, parse_venues
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
+from tests.metric_values import value
 
 pytestmark = pytest.mark.slow
-
-
-def counter(metric: object, **labels: str) -> float:
-    return metric.labels(**labels)._value.get()  # type: ignore[attr-defined]
 
 
 def gateway_for(venue: SimVenue, name: str, **overrides: object) -> Gateway:
@@ -52,15 +49,15 @@ def test_venue_configuration_is_validated() -> None:
 async def test_refusals_are_mapped_and_not_retried(venue_sim: SimVenue) -> None:
     async with gateway_for(venue_sim, "gw-map") as gw:
         await gw.call("gw-map", "load_markets")
-        before = counter(metrics.EXCHANGE_REQUESTS, venue="gw-map", method="fetch_ticker")
+        before = value(metrics.EXCHANGE_REQUESTS, venue="gw-map", method="fetch_ticker")
         with pytest.raises(ExchangeRejected) as err:
             await gw.call("gw-map", "fetch_ticker", "NOPE/USDT")
         assert err.value.kind == "BadSymbol"
-        assert counter(metrics.EXCHANGE_REQUESTS, venue="gw-map", method="fetch_ticker") == before + 1
+        assert value(metrics.EXCHANGE_REQUESTS, venue="gw-map", method="fetch_ticker") == before + 1
         with pytest.raises(ExchangeRejected) as err:
             await gw.call("gw-map", "create_order", "BTC/USDT", "market", "buy", 10_000)
         assert err.value.kind == "InsufficientFunds"
-        assert counter(metrics.EXCHANGE_ERRORS, venue="gw-map", error="InsufficientFunds") >= 1
+        assert value(metrics.EXCHANGE_ERRORS, venue="gw-map", error="InsufficientFunds") >= 1
 
 
 async def test_wrong_credentials_are_fatal_and_never_logged(venue_sim: SimVenue) -> None:
@@ -80,7 +77,7 @@ async def test_a_burst_over_the_weight_limit_cools_down_instead_of_hammering(lim
             ticker = await gw.call("gw-limited", "fetch_ticker", "BTC/USDT")
             assert ticker["bid"] > 0
         elapsed = time.monotonic() - started
-    limited_hits = counter(metrics.EXCHANGE_ERRORS, venue="gw-limited", error="DDoSProtection")
+    limited_hits = value(metrics.EXCHANGE_ERRORS, venue="gw-limited", error="DDoSProtection")
     assert limited_hits >= 1, "the burst never reached the limit: nothing was tested"
     assert limited_hits <= 6, f"{limited_hits} rate-limit answers: the gateway kept hammering"
     assert elapsed >= 1.0, "the gateway did not wait out the cool-down"
@@ -98,7 +95,7 @@ async def test_timeouts_never_place_an_order_twice(slow: SimVenue) -> None:
             order = await gw.create_order("gw-slow", "BTC/USDT", "limit", "buy", 0.02, 1000.0,
                                           client_order_id=cid)
             assert order["clientOrderId"] == cid
-        timeouts = counter(metrics.EXCHANGE_ERRORS, venue="gw-slow", error="RequestTimeout")
+        timeouts = value(metrics.EXCHANGE_ERRORS, venue="gw-slow", error="RequestTimeout")
         assert timeouts >= 1, "no call timed out: the at-most-once path was not exercised"
     async with ccxt_client(slow, timeout_ms=10_000) as ex:
         orders = await ex.fetch_open_orders("BTC/USDT")
@@ -127,5 +124,5 @@ async def test_an_unreachable_venue_is_unavailable_after_retries() -> None:
     async with Gateway(settings) as gw:
         with pytest.raises(ExchangeUnavailable):
             await gw.call("gw-down", "fetch_time")
-    assert counter(metrics.EXCHANGE_RETRIES, venue="gw-down") == 2
-    assert metrics.EXCHANGE_UP.labels("gw-down")._value.get() == 0
+    assert value(metrics.EXCHANGE_RETRIES, venue="gw-down") == 2
+    assert value(metrics.EXCHANGE_UP, "gw-down") == 0

@@ -12,6 +12,7 @@ import pytest
 from shared.gateway import Gateway
 from shared.settings import RebalanceSettings
 from tests.integration.conftest import SimVenue, running_venues, sim_gateway
+from tests.metric_values import value
 from workers.rebalancer import engine as eng
 
 pytestmark = pytest.mark.slow
@@ -49,19 +50,19 @@ async def test_dry_run_plans_across_venues_and_touches_no_exchange(venues) -> No
     assert set(risky) == {"BTC", "ETH", "SOL"}
     assert sum(message.target_weights.values()) == pytest.approx(1.0)
     assert message.predicted_vol == pytest.approx(0.01, rel=1e-9), "vol target hit exactly"
-    assert eng.TARGET_VOL._value.get() == 0.01
-    assert eng.ACTUAL_VOL._value.get() > 0
+    assert value(eng.TARGET_VOL) == 0.01
+    assert value(eng.ACTUAL_VOL) > 0
 
 
 async def test_a_live_cycle_places_each_planned_order_once(venues) -> None:
     settings = RebalanceSettings(dry_run=False, method="mv", use_real_cov=True, max_orders=4,
                                  min_notional=10)
-    placed_before = eng.ORDERS_PLACED._value.get()
+    placed_before = value(eng.ORDERS_PLACED)
     async with gateway(venues) as gw:
         message, plan = await eng.RebalanceEngine(settings, gw, SYMBOLS).cycle("live-1")
     assert message.status == "executed", message
     assert len(plan.orders) == 4
-    assert eng.ORDERS_PLACED._value.get() - placed_before == 4
+    assert value(eng.ORDERS_PLACED) - placed_before == 4
     journal = [f for v in venues.values() for f in fills(v)]
     by_id: dict[str, set] = {}
     for f in journal:
@@ -147,8 +148,8 @@ async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle
     venues = drifted
     settings = RebalanceSettings(dry_run=False, method="rp", max_orders=40, min_notional=10,
                                  slippage_bps=30, band=0.01, vol_target=0.03)
-    placed = eng.ORDERS_PLACED._value.get()
-    costs = eng.COSTS._value.get()
+    placed = value(eng.ORDERS_PLACED)
+    costs = value(eng.COSTS)
     async with gateway(venues) as gw, Bus(kafka_settings) as bus, TimeSeriesWriter(store_settings) as tsdb:
         await bus.ensure_topics()
         engine = eng.RebalanceEngine(settings, gw, SYMBOLS, bus=bus, redis=redis_client, tsdb=tsdb,
@@ -156,8 +157,8 @@ async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle
         first, plan = await engine.cycle(f"{account}-1")
         assert first.status == "executed" and plan.orders, first
         assert {o.side for o in plan.orders} == {"buy", "sell"}, plan.orders
-        assert eng.ORDERS_PLACED._value.get() - placed == len(plan.orders)
-        assert 0 < eng.COSTS._value.get() - costs <= plan.est_cost + 1e-9
+        assert value(eng.ORDERS_PLACED) - placed == len(plan.orders)
+        assert 0 < value(eng.COSTS) - costs <= plan.est_cost + 1e-9
         # every order is an IOC limit order at the venue's quote widened by the slippage allowance
         for o in plan.orders:
             assert o.price is not None and o.client_order_id.startswith("rb")
@@ -170,9 +171,9 @@ async def test_a_drifted_portfolio_is_brought_within_the_band_and_the_next_cycle
             assert abs(weight - target) <= settings.band, (asset, weight, target)
         assert all(h.quantity >= 0 and (h.free or 0) >= 0 for h in snap.holdings)
         # replaying the same plan places nothing: every client id is already claimed
-        before = eng.ORDERS_PLACED._value.get()
+        before = value(eng.ORDERS_PLACED)
         assert await engine._execute(first.id, plan, snap) == "executed"
-        assert eng.ORDERS_PLACED._value.get() == before
+        assert value(eng.ORDERS_PLACED) == before
         second, again = await engine.cycle(f"{account}-2")
         assert again.orders == [], again.orders
         assert second.status == "executed"

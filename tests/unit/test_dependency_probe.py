@@ -9,6 +9,7 @@ from shared import metrics
 from shared.lifecycle import WorkerContext
 from shared.runtime import _probe_dependencies
 from shared.settings import ObservabilitySettings
+from tests.metric_values import value
 
 
 async def test_each_readiness_check_becomes_a_dependency_gauge() -> None:
@@ -27,10 +28,10 @@ async def test_each_readiness_check_becomes_a_dependency_gauge() -> None:
         ctx = WorkerContext("probe-test", ObservabilitySettings(), asyncio.Event(), health, stack, 0)
         task = asyncio.create_task(_probe_dependencies(ctx, every_s=0.05))
         await asyncio.sleep(0.1)
-        assert metrics.DEPENDENCY_UP.labels("redis")._value.get() == 1
-        assert metrics.DEPENDENCY_UP.labels("influxdb")._value.get() == 0, "store is named influxdb"
+        assert value(metrics.DEPENDENCY_UP, "redis") == 1
+        assert value(metrics.DEPENDENCY_UP, "influxdb") == 0, "store is named influxdb"
         state["redis"] = False
         await asyncio.sleep(0.15)
-        assert metrics.DEPENDENCY_UP.labels("redis")._value.get() == 0
+        assert value(metrics.DEPENDENCY_UP, "redis") == 0
         ctx.stopping.set()
         await asyncio.wait_for(task, 1)

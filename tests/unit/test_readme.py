@@ -18,11 +18,8 @@ def test_every_exported_metric_is_listed() -> None:
     for module in WORKER_MODULES:
         importlib.import_module(module)
     readme = (ROOT / "README.md").read_text()
-    names = []
-    for collector in list(REGISTRY._collector_to_names):
-        name = getattr(collector, "_name", "")
-        if name.startswith(("cse_", "portfolio_")):
-            names.append(name + ("_total" if collector._type == "counter" else ""))
+    names = [family.name + ("_total" if family.type == "counter" else "")
+             for family in REGISTRY.collect() if family.name.startswith(("cse_", "portfolio_"))]
     assert len(names) >= 40
     missing = [n for n in names if f"`{n}`" not in readme]
     assert not missing, f"not in the README's metric table: {missing}"

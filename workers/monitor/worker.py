@@ -98,6 +98,7 @@ class Monitor:
         self.prices: dict[str, float] = {}
         self.book_ts: dict[str, float] = {}
         self.latest: val.Valuation | None = None
+        self.max_correlation = 0.0  # the last computed; the gauge only exports it
 
     # -- balances and valuation --------------------------------------------------------------
     async def _fetch_venue(self, venue: str) -> None:
@@ -166,7 +167,7 @@ class Monitor:
                "peak_value": peak, "drawdown": dd, "pnl_total": pnl_total, "pnl_by_exchange": pnl,
                "value_by_exchange": v.by_venue, "value_by_symbol": v.by_asset, "allocation": v.allocation,
                "prices": {a: p for a, p in v.prices.items() if a != v.quote}, "stale_venues": stale,
-               "max_correlation": MAX_CORRELATION._value.get()}
+               "max_correlation": self.max_correlation}
         try:
             await self.redis.set(self.k_latest, json.dumps(doc))
         except RedisError as exc:
@@ -208,6 +209,7 @@ class Monitor:
             closes[asset] = [float(c[4]) for c in candles]
         assets, matrix = val.correlation(closes)
         top, pair = val.max_pairwise(assets, matrix)
+        self.max_correlation = top
         MAX_CORRELATION.set(top)
         if self.tsdb is not None:
             for i, a in enumerate(assets):
