@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -130,3 +132,35 @@ async def read_topic(bootstrap: str, topic: str, *, count: int | None = None, id
         await consumer.stop()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
+
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Poll ``probe`` until it returns something truthy, and return that; fail naming
+    ``what`` and the last value seen once ``timeout_s`` has passed. The tests' one way to
+    wait for something to happen (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = probe()
+        if seen:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {seen!r}")
+        time.sleep(interval_s)
+
+
+async def eventually(probe: Callable[[], T | Awaitable[T]], timeout_s: float, what: str,
+                     interval_s: float = 0.05) -> T:
+    """:func:`wait_for` inside an event loop; ``probe`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = probe()
+        if inspect.isawaitable(seen):
+            seen = await seen
+        if seen:
+            return seen  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {seen!r}")
+        await asyncio.sleep(interval_s)

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import time
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -30,7 +29,7 @@ from shared.coordination import connect
 from shared.embedded import infra
 from shared.messages import MD_ORDERBOOKS, ORDERS_EXECUTIONS, Execution, OrderBook, now_ms
 from shared.settings import RedisSettings
-from tests.conftest import fast_kafka, read_topic
+from tests.conftest import eventually, fast_kafka, read_topic, wait_for
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
 
 pytestmark = pytest.mark.slow
@@ -80,16 +79,30 @@ def replicas(venues, broker, redis_server, victoria, tmp_path_factory) -> Iterat
                                  kind="worker", env={**env, "CSE_METRICS_PORT": str(port)}, cwd=str(ROOT))
         procs.append((infra.spawn(spec, logs / f"arb-{i}.log"), port))
     try:
-        deadline = time.monotonic() + 60
-        for _proc, port in procs:
-            while not infra.http_ready(f"http://127.0.0.1:{port}/ready"):
-                assert time.monotonic() < deadline, "replicas not ready"
-                time.sleep(0.2)
-        time.sleep(6)  # both consumer groups settle on three members; balances polled
+        ports = [port for _proc, port in procs]
+        wait_for(lambda: all(infra.http_ready(f"http://127.0.0.1:{p}/ready") for p in ports), 60,
+                 "the replicas ready (balances read)", interval_s=0.2)
+        wait_for(lambda: groups_settled(ports), 60, "every group shared by the three replicas",
+                 interval_s=0.2)
         yield {"procs": procs, "prefix": prefix, "broker": broker, "logs": logs}
     finally:
         for proc, _port in procs:
             infra.terminate(proc, 10)
+
+
+def groups_settled(ports: list[int]) -> bool:
+    """Every replica holds partitions in both shared consumer groups, detection's and the
+    executors' (``cse_bus_partitions_assigned``; the triangular scan is one elected member)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    held: list[dict[str, float]] = []
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+        held.append({sample.labels["group"]: sample.value
+                     for family in text_string_to_metric_families(text)
+                     if family.name == "cse_bus_partitions_assigned" for sample in family.samples})
+    return all(h.get(g, 0) >= 1 for h in held for g in ("arbitrage-worker", "arbitrage-executor"))
 
 
 async def inject(broker: str, venues: dict[str, SimVenue], seq: int) -> None:
@@ -147,13 +160,13 @@ async def ledger_states(redis_port: int, prefix: str) -> dict[str, dict[str, str
 
 
 async def wait_done(redis_port: int, prefix: str, n: int, timeout: float = 60) -> dict[str, dict[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def settled() -> dict[str, dict[str, str]] | None:
         states = await ledger_states(redis_port, prefix)
         if len(states) >= n and all(s.get("state") == "done" for s in states.values()):
             return states
-        assert time.monotonic() < deadline, f"not settled: {states}"
-        await asyncio.sleep(0.2)
+        return None
+
+    return await eventually(settled, timeout, f"{n} opportunities settled", interval_s=0.2)
 
 
 def assert_journals_and_executions_agree(venues, latest: dict[str, Execution]) -> None:
@@ -208,14 +221,15 @@ async def test_a_replica_killed_mid_execution_never_places_a_leg_twice(
         venues, replicas, redis_server) -> None:
     before = set(await ledger_states(redis_server.port, replicas["prefix"]))
     await inject(replicas["broker"], venues, seq=2002)
-    victim_pid = victim_opp = None
-    deadline = time.monotonic() + 30
-    while victim_pid is None:
-        assert time.monotonic() < deadline, "the opportunity never started"
+
+    async def legs_sent() -> tuple[int, str] | None:
         for opp_id, state in (await ledger_states(redis_server.port, replicas["prefix"])).items():
             if opp_id not in before and state.get("state") == "legs_sent":
-                victim_pid, victim_opp = int(state["owner"].split(":")[1]), opp_id
-        await asyncio.sleep(0.01)
+                return int(state["owner"].split(":")[1]), opp_id
+        return None
+
+    victim_pid, victim_opp = await eventually(legs_sent, 30, "the opportunity's legs sent",
+                                              interval_s=0.01)
     os.kill(victim_pid, signal.SIGKILL)  # the slow venue's leg is in flight
     states = await wait_done(redis_server.port, replicas["prefix"], len(before) + 1, timeout=90)
     state = states[victim_opp]

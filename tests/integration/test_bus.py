@@ -20,7 +20,7 @@ from shared.bus import Bus, ConsumerLoop
 from shared.embedded import infra
 from shared.messages import DeadLetter, OrderBook, dead_letter_topic
 from shared.settings import KafkaSettings
-from tests.conftest import fast_kafka, read_topic
+from tests.conftest import eventually, fast_kafka, read_topic
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.slow
 def book(seq: int, symbol: str | None = None) -> OrderBook:
     return OrderBook(venue="sim", symbol=symbol or f"SYM{seq}/USDT", bids=[(100.0, 1.0)],
                      asks=[(101.0, 1.0)], ts_venue_ms=1, ts_recv_ms=1, seq=seq)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def loop_for(bus: Bus, settings: KafkaSettings, topic: str, group: str,

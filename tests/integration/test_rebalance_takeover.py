@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import infra
+from tests.conftest import wait_for
 from tests.integration.conftest import SimVenue, start_venue
 
 pytestmark = pytest.mark.slow
@@ -47,15 +48,6 @@ def leader_gauge(port: int) -> float | None:
         if line.startswith('cse_leader{lock="rebalance"}'):
             return float(line.split()[-1])
     return None
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(120)
