@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def value(metric: Any, *label_values: str, **labels: str) -> float:
+def value(metric: Any, *label_values: str, **labels: str) -> float | None:
     """The value of a gauge's or counter's sample, the child picked by its label values (in
-    the metric's label order) or by name; 0.0 for a child never touched, as a new one reads.
+    the metric's label order) or by name. A counter child not exported yet reads 0.0 (it has
+    counted nothing); a gauge child not exported is None, so asserting its value fails.
 
     It goes through ``collect()``, what an exposition reads, never the client's private state.
     """
@@ -21,4 +22,6 @@ def value(metric: Any, *label_values: str, **labels: str) -> float:
             if labels and any(sample.labels.get(k) != v for k, v in labels.items()):
                 continue
             return float(sample.value)
-    return 0.0
+        if family.type == "counter":
+            return 0.0
+    return None

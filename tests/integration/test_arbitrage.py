@@ -31,6 +31,7 @@ from shared.messages import MD_ORDERBOOKS, ORDERS_EXECUTIONS, Execution, OrderBo
 from shared.settings import RedisSettings
 from tests.conftest import eventually, fast_kafka, read_topic, wait_for
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
+from workers.arbitrage.settings import ArbitrageSettings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
@@ -102,7 +103,9 @@ def groups_settled(ports: list[int]) -> bool:
         held.append({sample.labels["group"]: sample.value
                      for family in text_string_to_metric_families(text)
                      if family.name == "cse_bus_partitions_assigned" for sample in family.samples})
-    return all(h.get(g, 0) >= 1 for h in held for g in ("arbitrage-worker", "arbitrage-executor"))
+    fields = ArbitrageSettings.model_fields
+    groups = (fields["group_id"].default, fields["executor_group_id"].default)
+    return all(h.get(g, 0) >= 1 for h in held for g in groups)
 
 
 async def inject(broker: str, venues: dict[str, SimVenue], seq: int) -> None:

@@ -17,4 +17,8 @@ def test_reads_gauges_and_counters_by_label_values_or_names() -> None:
     assert value(level) == 2.5
     assert value(hits, "a", "get") == 3.0  # the _total sample, not _created
     assert value(hits, venue="b", method="get") == 1.0
-    assert value(hits, "b", "put") == 0.0  # never touched reads as a new child would
+    assert value(hits, "b", "put") == 0.0  # a counter never touched has counted nothing
+    states = Gauge("t_state", "a labelled gauge", ["venue"], registry=registry)
+    states.labels("a").set(0)
+    assert value(states, "a") == 0.0
+    assert value(states, "b") is None  # never exported: an assertion on it must fail

@@ -53,8 +53,7 @@ def _detector() -> CrossVenueDetector:
 
 
 async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
-    async with Bus(_settings(bootstrap), topics=[topic, f"{topic}.dlq"]):
-        pass  # creates the topic with 6 partitions
+    await _create(bootstrap, [topic, f"{topic}.dlq"])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     try:
@@ -67,34 +66,28 @@ async def _fill(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]])
 
 class _AckTimedBus(Bus):
     """A bus that records, for every opportunity published, the stamp of the book that opened
-    it, when the worker published it and when the broker acknowledged it (ns).
+    it, when the loop received that book's batch (``fetched_ns``, set by the caller), when the
+    worker published it and when the broker acknowledged it (ns).
 
     ``ts_book_ms`` is the newer of the two books' stamps: with books stamped at send time and
     a symbol's books in one partition, that is the stamp of the book that opened it.
     """
 
-    def __init__(self, settings: KafkaSettings, published: list[tuple[int, int, int]], **kw: Any):
+    def __init__(self, settings: KafkaSettings, published: list[tuple[int, int, int, int]],
+                 fetched_ns: list[int], **kw: Any):
         super().__init__(settings, **kw)
         self.published = published
+        self.fetched_ns = fetched_ns
 
     async def publish(self, topic: str, message: Any, key: bytes | None = None
                       ) -> asyncio.Future[Any] | None:
-        decided = time.time_ns()
+        received, decided = self.fetched_ns[0], time.time_ns()
         future = await super().publish(topic, message, key)
         if future is not None:  # published = acknowledged by the broker
             future.add_done_callback(
-                lambda _f, t=message.ts_book_ms, d=decided:
-                self.published.append((t, d, time.time_ns())))
+                lambda _f, t=message.ts_book_ms, r=received, d=decided:
+                self.published.append((t, r, d, time.time_ns())))
         return future
-
-
-def _receipt_timed(received: list[float], fetched_ns: list[int]) -> Any:
-    """An ``_AckTimedBus.publish`` that also records stamp -> receipt of the opening book."""
-    async def publish(self: _AckTimedBus, topic: str, message: Any, key: bytes | None = None
-                      ) -> asyncio.Future[Any] | None:
-        received.append((fetched_ns[0] - message.ts_book_ms * 1_000_000) / 1e6)
-        return await _AckTimedBus.publish(self, topic, message, key)
-    return publish
 
 
 def _worker_loop(bus: Bus, bootstrap: str, topic: str, group: str) -> ConsumerLoop:
@@ -206,69 +199,80 @@ def _await_ready(outs: list[Path], children: list[subprocess.Popen[bytes]]) -> N
         time.sleep(0.05)
 
 
-async def _latency_child(bootstrap: str, topic: str, out: Path, bare: bool,
-                         idle_s: float = 2.0) -> None:
+async def _latency_child(bootstrap: str, topic: str, out: Path, bare: bool) -> None:
     """One side of the latency phase: join, say so, then record until the topic idles.
 
-    Bare: (seq, stamp -> receipt ms) of every book. Worker: stamp -> decided and stamp ->
+    Bare: (seq, stamp -> receipt ms) of every book. Worker: stamp -> received, decided and
     acknowledged (ms) of every opportunity."""
+    run = _latency_bare if bare else _latency_worker
+    out.write_text(json.dumps(await run(bootstrap, topic, Path(f"{out}.ready"))))
+
+
+async def _latency_bare(bootstrap: str, topic: str, ready: Path, idle_s: float = 2.0) -> Any:
+    """Fetch and decode with the worker's fetch settings, nothing else (no commit either:
+    nothing delays the next receipt)."""
     settings = _settings(bootstrap)
+    codec = Codec(OrderBook)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"lat-bare-{topic}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                max_poll_records=settings.max_poll_records)
     lat: list[tuple[int, float]] = []
-    if bare:  # fetch and decode with the worker's fetch settings, nothing else
-        codec = Codec(OrderBook)
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"lat-bare-{topic}",
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                                    max_poll_records=settings.max_poll_records)
-        await consumer.start()
-        try:
-            while len(consumer.assignment()) != 6:
-                await asyncio.sleep(0.02)
-            Path(f"{out}.ready").write_text("ready")
-            quiet_since = None
-            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
-                batch = await consumer.getmany(timeout_ms=100)
-                now = time.time_ns()
-                for records in batch.values():
-                    for record in records:
-                        book = codec.decode(record.value)
-                        lat.append((book.seq, (now - book.ts_recv_ms * 1_000_000) / 1e6))
-                if batch:  # no commit: nothing delays the next receipt
-                    quiet_since = time.monotonic()
-        finally:
-            await consumer.stop()
-    else:
-        published: list[tuple[int, int, int]] = []
-        received: list[float] = []  # stamp -> the loop's getmany returned it, per opportunity
-        fetched_ns = [0]
-        getmany = AIOKafkaConsumer.getmany
+    await consumer.start()
+    try:
+        while len(consumer.assignment()) != 6:
+            await asyncio.sleep(0.02)
+        ready.write_text("ready")
+        quiet_since = None
+        while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time_ns()
+            for records in batch.values():
+                for record in records:
+                    book = codec.decode(record.value)
+                    lat.append((book.seq, (now - book.ts_recv_ms * 1_000_000) / 1e6))
+            if batch:
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return lat
 
-        async def timed_getmany(self: AIOKafkaConsumer, *a: Any, **kw: Any) -> Any:
-            batch = await getmany(self, *a, **kw)
-            fetched_ns[0] = time.time_ns()
-            return batch
 
-        AIOKafkaConsumer.getmany = timed_getmany  # type: ignore[method-assign]  # this process only
-        bus_cls = type("_ReceiptTimedBus", (_AckTimedBus,), {"publish": _receipt_timed(received, fetched_ns)})
-        async with bus_cls(settings, published, topics=[topic, ARB_OPPORTUNITIES]) as bus:
-            loop = _worker_loop(bus, bootstrap, topic, f"lat-worker-{topic}")
-            task = asyncio.create_task(loop.run())
-            while len(loop.assignment) != 6:
-                await asyncio.sleep(0.02)
-            Path(f"{out}.ready").write_text("ready")
-            seen, quiet_since = 0, None
-            while quiet_since is None or time.monotonic() - quiet_since < idle_s:
-                await asyncio.sleep(0.01)
-                if loop.stats.consumed != seen:
-                    seen, quiet_since = loop.stats.consumed, time.monotonic()
-            loop.stop()
-            await task
-        out.write_text(json.dumps({
-            "received": received,
-            "decided": [(t_dec - t_book * 1_000_000) / 1e6 for t_book, t_dec, _ in published],
-            "acked": [(t_ack - t_book * 1_000_000) / 1e6 for t_book, _, t_ack in published]}))
-        return
-    out.write_text(json.dumps(lat))
+async def _latency_worker(bootstrap: str, topic: str, ready: Path, idle_s: float = 2.0) -> Any:
+    """The worker's consumer loop and handler; the time its getmany returned is taken as the
+    receipt of every book in that batch (the loop has no hook for it, so this process's
+    ``AIOKafkaConsumer.getmany`` is wrapped)."""
+    published: list[tuple[int, int, int, int]] = []
+    fetched_ns = [0]
+    getmany = AIOKafkaConsumer.getmany
+
+    async def timed_getmany(self: AIOKafkaConsumer, *a: Any, **kw: Any) -> Any:
+        batch = await getmany(self, *a, **kw)
+        fetched_ns[0] = time.time_ns()
+        return batch
+
+    AIOKafkaConsumer.getmany = timed_getmany  # type: ignore[method-assign]
+    async with _AckTimedBus(_settings(bootstrap), published, fetched_ns,
+                            topics=[topic, ARB_OPPORTUNITIES]) as bus:
+        loop = _worker_loop(bus, bootstrap, topic, f"lat-worker-{topic}")
+        task = asyncio.create_task(loop.run())
+        while len(loop.assignment) != 6:
+            await asyncio.sleep(0.02)
+        ready.write_text("ready")
+        seen, quiet_since = 0, None
+        while quiet_since is None or time.monotonic() - quiet_since < idle_s:
+            await asyncio.sleep(0.01)
+            if loop.stats.consumed != seen:
+                seen, quiet_since = loop.stats.consumed, time.monotonic()
+        loop.stop()
+        await task
+
+    def ms(stamps: list[tuple[int, int]]) -> list[float]:
+        return [(t - book * 1_000_000) / 1e6 for book, t in stamps]
+
+    return {"received": ms([(b, r) for b, r, _, _ in published]),
+            "decided": ms([(b, d) for b, _, d, _ in published]),
+            "acked": ms([(b, a) for b, _, _, a in published])}
 
 
 def _run_children(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], procs: int,
@@ -376,8 +380,7 @@ def bench_broker(messages: int = 60_000, rate: int = 5000, seconds: float = 6.0,
         try:
             stream, _, _ = _cross_stream(5, 20, 20, messages, 3)
             payloads = [(b.symbol.encode(), Codec.encode(b)) for b in stream]
-            # latency first: Tansu's in-memory store answers slower as it fills up
-            latency = _latency(stream, rate, seconds, workdir)
+            latency = _latency(stream, rate, seconds, workdir)  # on brokers of its own
             # side by side, alternating, on identical fresh topics; the better of two each
             bares, workers = [], []
             for round_ in range(2):
