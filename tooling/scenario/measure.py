@@ -55,6 +55,7 @@ class Collected:
     settle_note: str = ""
     crashed: list[str] = field(default_factory=list)  # processes that exited before the end
     books: dict[tuple[str, str], int] = field(default_factory=dict)  # (venue, symbol) -> on md.orderbooks
+    ingest: dict[str, dict[str, float]] = field(default_factory=dict)  # venue -> main's ingest counters
     elapsed_s: float = 0.0
 
 
@@ -341,7 +342,7 @@ def evaluate(scenario: Scenario, collected: Collected) -> Report:
     unseen = [f"{v} {s}" for v, venue in scenario.venues.items() for s in venue.symbol_names
               if not collected.books.get((v, s))]
     checks.append(Check("every venue's books reached the workers", [], unseen, not unseen,
-                        detail="ingest published no book of them" if unseen else ""))
+                        detail=_unseen_detail(collected, unseen)))
     checks.append(_placed_once(collected))
     checks.append(_journals_agree(collected))
     sum_pnl = sum((e.pnl for e in executions), ZERO)
@@ -360,6 +361,15 @@ def evaluate(scenario: Scenario, collected: Collected) -> Report:
                             detail=f"not conserved: {', '.join(bad)}" if bad else (
                                 "" if ok else "locks inconsistent")))
     return Report(scenario.name, checks, executions, pnl_total, collected.elapsed_s)
+
+
+def _unseen_detail(collected: Collected, unseen: list[str]) -> str:
+    if not unseen:
+        return ""
+    counts = "; ".join(f"{v}: " + ", ".join(f"{k} {n:g}" for k, n in sorted(c.items()))
+                       for v, c in sorted(collected.ingest.items()))
+    return ("ingest published no book of them "
+            f"(ingest counters at the end of the play: {counts or 'none read'})")
 
 
 def _placed_once(collected: Collected) -> Check:
