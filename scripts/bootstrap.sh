@@ -41,7 +41,7 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
-# tests/integration/test_api.py renders the status page in headless Chromium.
+# tests/integration/workers/test_api.py renders the status page in headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 

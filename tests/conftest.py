@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shared.embedded import infra
 from shared.settings import KafkaSettings, RedisSettings, StoreSettings
+from tooling.devstack import infra
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["venue-sim"]:  # its own parser owns every option, --help included
-        from workers.venue_sim.__main__ import main as venue_sim_main
+        from tooling.venue_sim.__main__ import main as venue_sim_main
 
         return int(venue_sim_main(argv[1:]))
     args = _parser().parse_args(argv)
@@ -206,7 +206,7 @@ def _dev_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from shared import logs
-    from shared.embedded.supervisor import StackConfig, Supervisor, read_status
+    from tooling.devstack.supervisor import StackConfig, Supervisor, read_status
 
     running, why = read_status(args.run_dir.resolve())
     if running is not None and why == "ok":
@@ -249,7 +249,7 @@ def _dev_up(args: argparse.Namespace) -> int:
 
 
 def _dev_status(args: argparse.Namespace) -> int:
-    from shared.embedded.supervisor import read_status, render_table
+    from tooling.devstack.supervisor import read_status, render_table
 
     snap, why = read_status(args.run_dir.resolve())
     if args.json:
@@ -291,7 +291,7 @@ def _rebalance_once(args: argparse.Namespace) -> int:
 
 def _bench_scenario(args: argparse.Namespace) -> int:
     from shared import logs
-    from tooling.bench_stack import bench_stack
+    from tooling.bench.stack import bench_stack
 
     if not 0 < args.minutes <= 24 * 60:
         print(f"cse bench scenario: --minutes must be in (0, 1440], got {args.minutes}", file=sys.stderr)
@@ -313,8 +313,8 @@ def _bench_scenario(args: argparse.Namespace) -> int:
 
 def _bench_arbitrage(args: argparse.Namespace) -> int:
     from shared import logs
-    from workers.arbitrage.bench import bench_detection
-    from workers.arbitrage.bench_broker import bench_broker
+    from tooling.bench.arbitrage import bench_detection
+    from tooling.bench.broker import bench_broker
 
     logs.configure("warning", "console", stream=sys.stderr)
     quick = args.quick
@@ -347,7 +347,7 @@ def _bench_arbitrage(args: argparse.Namespace) -> int:
 
 
 def _bench_allocate(args: argparse.Namespace) -> int:
-    from workers.rebalancer import bench
+    from tooling.bench import allocate as bench
 
     try:
         sizes = tuple(int(v) for v in args.sizes.split(",")) if args.sizes else (

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from shared.embedded import infra
 from shared.gateway import Gateway, VenueSettings, sim_client
-from workers.venue_sim import DEV_API_KEY, DEV_API_SECRET
+from tooling.devstack import infra
+from tooling.venue_sim import DEV_API_KEY, DEV_API_SECRET
 
 SEED = 42
 BALANCES = {"USDT": 1_000_000, "BTC": 10, "ETH": 100, "SOL": 3000, "BNB": 500, "XRP": 500_000,

@@ -18,9 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.monitoring import yamlio
-
-MONITORING_DIR = Path(__file__).resolve().parents[2] / "infrastructure" / "monitoring"
+from tooling import yamlio
+from tooling.grafana_alerts import MONITORING_DIR
 
 # Produced by Prometheus itself or by the exporters of the stack, not by our workers.
 EXTERNAL_METRICS = frozenset({"up", "redis_up", "kafka_brokers"})

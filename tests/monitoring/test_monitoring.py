@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import require_tool
-from tests.monitoring import grafana_alerts, metric_names, yamlio
+from tests.monitoring import metric_names
+from tooling import grafana_alerts, yamlio
 
 ROOT = metric_names.MONITORING_DIR
 RULE_FILES = sorted((ROOT / "rules").glob("*.yml"))
@@ -229,7 +230,7 @@ def test_every_promql_query_parses(promtool: str, tmp_path: Path) -> None:
 
 def test_grafana_alerting_file_is_generated_from_the_rules() -> None:
     assert grafana_alerts.ALERTING_FILE.read_text() == grafana_alerts.render(), (
-        "regenerate: .venv/bin/python -m tests.monitoring.grafana_alerts")
+        "regenerate: .venv/bin/python -m tooling.grafana_alerts")
 
 
 def test_every_prometheus_alert_has_a_grafana_mirror_with_the_same_threshold(

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from shared.settings import load
+from tests import ROOT
 from workers.cli import WORKERS, _read_env_file, _settings_class
 
-ENV_DIR = Path(__file__).parents[2] / "config" / "environments"
+ENV_DIR = ROOT / "config" / "environments"
 
 
 @pytest.mark.parametrize("path", sorted(ENV_DIR.glob("*.env")), ids=lambda p: p.name)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).parents[2]
+from tests import ROOT
+
 WORKER_MODULES = ["workers.main.worker", "workers.rebalancer.worker", "workers.arbitrage.worker",
                   "workers.monitor.worker"]
 

@@ -56,8 +56,6 @@ from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
 
-from shared.embedded import infra
-from shared.embedded.infra import LOCALHOST, ProcessSpec
 from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from shared.messages import (
     ARB_OPPORTUNITIES,
@@ -68,6 +66,8 @@ from shared.messages import (
     OrderBook,
     now_ms,
 )
+from tooling.devstack import infra
+from tooling.devstack.infra import LOCALHOST, ProcessSpec
 from tooling.scenario.measure import Collected, Report, evaluate
 from tooling.scenario.spec import Scenario, ScenarioError, Venue, load
 
@@ -103,7 +103,7 @@ class StartError(RunError):
 # --- replay files (pure) ------------------------------------------------------------------------
 
 def replay_records(venue: Venue) -> list[dict[str, Any]]:
-    """The venue's JSON-lines replay (format in :mod:`workers.venue_sim.replay`)."""
+    """The venue's JSON-lines replay (format in :mod:`tooling.venue_sim.replay`)."""
     out: list[dict[str, Any]] = []
     for f in venue.symbols:
         rec: dict[str, Any] = {"type": "symbol", "symbol": f.symbol}
@@ -142,7 +142,7 @@ def worker_settings(scenario: Scenario, endpoints: dict[str, str]) -> dict[str, 
 
 def venue_sim_supports(*options: str) -> dict[str, bool]:
     """Which of ``options`` this checkout's venue-sim accepts."""
-    from workers.venue_sim.config import parser
+    from tooling.venue_sim.config import parser
 
     text = parser().format_help()
     return {o: o in text for o in options}

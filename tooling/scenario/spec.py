@@ -545,7 +545,7 @@ class _Parser:
 def effective_grid(venue: Venue, symbol: str) -> tuple[Decimal, Decimal]:
     """The tick and lot step venue-sim uses for ``symbol`` on ``venue``: given, or derived as
     venue-sim derives them (from the first price of the recording)."""
-    from workers.venue_sim.symbols import make_spec
+    from tooling.venue_sim.symbols import make_spec
 
     f = venue.filters(symbol) or SymbolFilter(symbol)
     if f.tick is not None and f.step is not None:
