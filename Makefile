@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh Debian machine (as root or with sudo):
 #   make run   — set up, then start the embedded stack (Ctrl-C stops it)
-#   make test  — set up, then run the linter and the whole test suite
-.PHONY: bootstrap run test lint unit clean bench-deps
+#   make test  — set up, then run the linter, the type checker (mypy over shared/) and the whole test suite
+.PHONY: bootstrap run test lint typecheck unit clean bench-deps
 
 VENV := .venv
 
@@ -14,7 +14,11 @@ run: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 
-test: lint
+# Configured in pyproject.toml ([tool.mypy]: which files, how strict).
+typecheck: bootstrap
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(VENV)/bin/pytest $(ARGS)
 
 unit: bootstrap
@@ -25,4 +29,4 @@ bench-deps: bootstrap
 	$(VENV)/bin/pip install -e '.[bench]'
 
 clean:
-	rm -rf .run .pytest_cache .ruff_cache
+	rm -rf .run .pytest_cache .ruff_cache .mypy_cache

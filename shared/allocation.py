@@ -6,7 +6,7 @@ SciPy's LAPACK); when it is not built, the same algorithms run in numpy (``COMPI
 All weights are long-only and fully invested (they sum to 1) unless a function says otherwise.
 Covariances and volatilities share one horizon: a daily covariance gives a daily volatility.
 
-Algorithms (see ``/work/shared/notes/allocation-anchors.md`` for the measured reference figures):
+Algorithms (``cse bench allocate`` compares them with Riskfolio-Lib, skfolio and PyPortfolioOpt):
 
 * :func:`risk_parity` minimises Spinu's convex log-barrier objective ``½ y'Σy − Σ b_i log y_i`` and
   normalises ``w = y / Σy``. At the optimum ``y_i (Σy)_i = b_i`` so relative risk contributions equal the
@@ -28,10 +28,12 @@ import scipy.linalg as sla
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg.blas import daxpy as _daxpy
 
+from shared.errors import AllocationError  # raised here: invalid input, or no convergence
+
 try:
     from shared import _alloc as _kernel
 except ImportError:  # pragma: no cover - built by `pip install -e .`; numpy is the fallback
-    _kernel = None
+    _kernel = None  # type: ignore[assignment]  # mypy cannot type an optional module (python/mypy#1297)
 
 FloatArray = NDArray[np.float64]
 Objective = Literal["min_variance", "max_sharpe", "utility"]
@@ -45,10 +47,6 @@ NEWTON_MAX_N = 8 if COMPILED else 250
 AUTO_CCD_SWEEPS = 40
 _SYM_RTOL = 1e-10
 _PSD_RTOL = 1e-10
-
-
-class AllocationError(ValueError):
-    """An allocation input is invalid or an optimiser could not reach its tolerance."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -603,6 +601,73 @@ def _max_sharpe_box(
     raise AllocationError("max_sharpe with bounds did not converge in 200 frontier steps")
 
 
+def _objective_mu(objective: Objective, mu: ArrayLike | None, n: int) -> FloatArray | None:
+    """Validated ``mu`` for an objective that uses it (None for min-variance); rejects unknown objectives."""
+    if objective not in ("min_variance", "max_sharpe", "utility"):
+        raise AllocationError(
+            f"unknown objective {objective!r}; use 'min_variance', 'max_sharpe' or 'utility'"
+        )
+    if objective == "min_variance":
+        return None
+    if mu is None:
+        raise AllocationError(f"mu is required for objective {objective!r}")
+    return validate_vector(mu, n, "mu")
+
+
+def _objective_qp(
+    objective: Objective, mu_v: FloatArray | None, risk_aversion: float, d: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+    """The active-set QP ``min ½x'Σx − c'x`` s.t. ``a'x = 1`` that ``objective`` reduces to.
+
+    Returns ``(c, a, score, λ)``: ``score`` ranks the assets for the cold start and ``λ`` converts
+    the budget multiplier back to the objective's units (1 except for the utility).
+    """
+    n = d.shape[0]
+    if objective == "min_variance":
+        return np.zeros(n), np.ones(n), -d, 1.0
+    assert mu_v is not None
+    if objective == "utility":
+        lam = float(risk_aversion)
+        if not (math.isfinite(lam) and lam > 0.0):
+            raise AllocationError(f"risk_aversion must be positive and finite, got {risk_aversion!r}")
+        # min ½x'Σx − (μ/λ)'x: same optimum as the utility
+        return mu_v / lam, np.ones(n), mu_v - 0.5 * lam * d, lam
+    if mu_v.max() <= 0.0:
+        raise AllocationError(
+            f"max_sharpe needs at least one asset with mu > 0 (max mu = {mu_v.max():.6g})"
+        )
+    return np.zeros(n), mu_v, np.where(mu_v > 0.0, mu_v / np.sqrt(np.maximum(d, 1e-300)), -np.inf), 1.0
+
+
+def _start_point(
+    w0: ArrayLike | None, a: FloatArray, lo: FloatArray, hi: FloatArray, order: NDArray[np.intp],
+    bounded: bool,
+) -> tuple[FloatArray, NDArray[np.int8]]:
+    """The active set's first point and state: ``w0`` (warm start) if usable, else a cold start.
+
+    A warm start is moved into the box when there is one, else scaled onto the budget ``a'x = 1``.
+    A cold start fills the bounds in ``order``, or without bounds puts the whole budget on the
+    best-ranked asset.
+    """
+    n = a.shape[0]
+    if w0 is not None:
+        w_start = validate_vector(w0, n, "w0", nonnegative=True)
+        if bounded:
+            return _warm(w_start, lo, hi, order)
+        scale = float(a @ w_start)
+        if scale > 0.0:
+            x = w_start / scale
+            return x, np.where(x > 0.0, 0, 1).astype(np.int8)
+    if bounded:
+        return _fill(lo, hi, order)
+    x = np.zeros(n)
+    state = np.ones(n, dtype=np.int8)
+    j = int(order[0])
+    x[j] = 1.0 / a[j]
+    state[j] = 0
+    return x, state
+
+
 def mean_variance(
     cov: ArrayLike,
     mu: ArrayLike | None = None,
@@ -639,36 +704,9 @@ def mean_variance(
     sigma = _cov(cov, check)
     n = sigma.shape[0]
     d = np.diag(sigma)
-    if objective not in ("min_variance", "max_sharpe", "utility"):
-        raise AllocationError(
-            f"unknown objective {objective!r}; use 'min_variance', 'max_sharpe' or 'utility'"
-        )
-    mu_v: FloatArray | None = None
-    if objective != "min_variance":
-        if mu is None:
-            raise AllocationError(f"mu is required for objective {objective!r}")
-        mu_v = validate_vector(mu, n, "mu")
+    mu_v = _objective_mu(objective, mu, n)
     lo, hi, bounded = _bounds(lower, upper, n)
-    ones = np.ones(n)
-    lam = 1.0
-    if objective == "min_variance":
-        c, a = np.zeros(n), ones
-        score = -d
-    elif objective == "utility":
-        assert mu_v is not None
-        lam = float(risk_aversion)
-        if not (math.isfinite(lam) and lam > 0.0):
-            raise AllocationError(f"risk_aversion must be positive and finite, got {risk_aversion!r}")
-        c, a = mu_v / lam, ones  # min ½x'Σx − (μ/λ)'x: same optimum as the utility
-        score = mu_v - 0.5 * lam * d
-    else:
-        assert mu_v is not None
-        if mu_v.max() <= 0.0:
-            raise AllocationError(
-                f"max_sharpe needs at least one asset with mu > 0 (max mu = {mu_v.max():.6g})"
-            )
-        c, a = np.zeros(n), mu_v
-        score = np.where(mu_v > 0.0, mu_v / np.sqrt(np.maximum(d, 1e-300)), -np.inf)
+    c, a, score, lam = _objective_qp(objective, mu_v, risk_aversion, d)
     limit = max_iter if max_iter is not None else 10 * n + 100
     sharpe_box = objective == "max_sharpe" and bounded
     if sharpe_box:
@@ -676,26 +714,8 @@ def mean_variance(
         best, _ = _fill(lo, hi, np.argsort(-mu_v, kind="stable"))
         if float(mu_v @ best) <= 0.0:
             raise AllocationError("max_sharpe with bounds: no feasible portfolio has a positive mu'w")
-        a = ones
+        a = np.ones(n)
     order = np.argsort(-score, kind="stable")
-
-    def start(warm: bool) -> tuple[FloatArray, NDArray[np.int8]]:
-        if warm and w0 is not None:
-            w_start = validate_vector(w0, n, "w0", nonnegative=True)
-            if bounded or sharpe_box:
-                return _warm(w_start, lo, hi, order)
-            scale = float(a @ w_start)
-            if scale > 0.0:
-                x = w_start / scale
-                return x, np.where(x > 0.0, 0, 1).astype(np.int8)
-        if bounded:
-            return _fill(lo, hi, order)
-        x = np.zeros(n)
-        state = np.ones(n, dtype=np.int8)
-        j = int(order[0])
-        x[j] = 1.0 / a[j]
-        state[j] = 0
-        return x, state
 
     def solve(x: FloatArray, state: NDArray[np.int8]) -> tuple[int, float]:
         if sharpe_box:
@@ -706,14 +726,14 @@ def mean_variance(
     if bounded and bool((hi <= lo).all()):  # lower == upper everywhere: the only feasible portfolio
         x, iters, nu = lo.copy(), 0, 0.0
     else:
-        x, state = start(True)
+        x, state = _start_point(w0, a, lo, hi, order, bounded)
         try:
             iters, nu = solve(x, state)
         except AllocationError:
             if w0 is None:
                 raise
             # A warm start whose support makes the free block singular: restart cold.
-            x, state = start(False)
+            x, state = _start_point(None, a, lo, hi, order, bounded)
             iters, nu = solve(x, state)
     total = float(x.sum())
     if not total > 0.0:  # pragma: no cover - a'x = 1 with x ≥ 0

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from shared.logs import get_logger
 from shared.messages import now_ms
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 
 log = get_logger("audit")
 STREAM_MAXLEN = 100_000
@@ -30,9 +31,9 @@ def audit(action: str, *, actor: str, outcome: str, **details: Any) -> dict[str,
 class AuditTrail:
     """Audit records in the log and in the Redis stream ``<prefix>audit``."""
 
-    def __init__(self, redis: Any, prefix: str = "cse:"):
+    def __init__(self, redis: Any, prefix: str = DEFAULT_PREFIX):
         self.redis = redis
-        self.key = f"{prefix}audit"
+        self.key = RedisKeys(prefix).audit()
 
     async def record(self, action: str, *, actor: str, outcome: str, **details: Any) -> dict[str, Any]:
         entry = audit(action, actor=actor, outcome=outcome, **details)

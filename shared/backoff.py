@@ -1,4 +1,4 @@
-"""Exponential backoff with full jitter, shared by every retry loop."""
+"""Exponential backoff: jittered for retry loops, plain for periodic cycles that failed."""
 
 from __future__ import annotations
 
@@ -21,3 +21,11 @@ class Backoff:
 
     def reset(self) -> None:
         self._current = 0.0
+
+
+def next_delay(interval: float, failures: int, mult: float, maximum: float, enabled: bool = True) -> float:
+    """Seconds until a periodic cycle's next run: ``interval × mult^failures`` after
+    ``failures`` failed runs in a row, capped at ``maximum`` (``interval`` when disabled)."""
+    if not enabled or failures <= 0:
+        return interval
+    return min(maximum, interval * mult ** failures)

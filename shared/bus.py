@@ -195,7 +195,8 @@ class Bus:
 
     async def topics_missing(self) -> list[str]:
         """Topics of ours the broker does not list (it lost its storage if any)."""
-        assert self._admin is not None, "Bus not started"
+        if self._admin is None:
+            raise BrokerUnavailable("the bus is not started (or was closed)")
         existing = set(await self._admin.list_topics())
         return [t for t in self.topics if t not in existing]
 
@@ -488,31 +489,17 @@ class ConsumerLoop:
         published: list[Pending] = []
         last_check = last_health = time.monotonic()
         if self.start_gate is not None:  # joined (start() did that); fetch nothing yet
-            while not self.start_gate.is_set() and not self._stopping.is_set():
-                if consumer.assignment():
-                    consumer.pause(*consumer.assignment())  # no prefetch either
-                    self.assigned.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.start_gate.wait(), 0.05)
-            consumer.resume(*consumer.assignment())
+            await self._hold_at_start_gate(consumer, self.start_gate)
         try:
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200,
                                                max_records=self.settings.max_poll_records)
                 now = time.monotonic()
-                assignment = consumer.assignment()
-                if assignment:
-                    self.assigned.set()
-                if len(assignment) != self._assigned_count:
-                    self._assigned_count = len(assignment)
-                    metrics.BUS_PARTITIONS.labels(self.group_id).set(self._assigned_count)
+                self._note_assignment(consumer)
                 for tp, records in batch.items():
                     if not await self._handle(tp, records, offsets):
                         break  # asked to stop while retrying a transient failure
-                for topic, n in self._uncounted.items():
-                    if n:
-                        self._consumed_counter[topic].inc(n)
-                        self._uncounted[topic] = 0
+                self._count_consumed()
                 published.extend(self.outbox.take())
                 if offsets and (committing is None or committing.done()):
                     if committing is not None:
@@ -533,6 +520,32 @@ class ConsumerLoop:
             published.extend(self.outbox.take())
             if offsets:
                 await self._flush_and_commit(consumer, published, offsets)
+
+    async def _hold_at_start_gate(self, consumer: AIOKafkaConsumer, gate: asyncio.Event) -> None:
+        """Stay in the group with every partition paused (no prefetch) until ``gate`` opens or we stop."""
+        while not gate.is_set() and not self._stopping.is_set():
+            if consumer.assignment():
+                consumer.pause(*consumer.assignment())
+                self.assigned.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wait(), 0.05)
+        consumer.resume(*consumer.assignment())
+
+    def _note_assignment(self, consumer: AIOKafkaConsumer) -> None:
+        """Flag the first assignment (``assigned``) and keep the partitions gauge current."""
+        assignment = consumer.assignment()
+        if assignment:
+            self.assigned.set()
+        if len(assignment) != self._assigned_count:
+            self._assigned_count = len(assignment)
+            metrics.BUS_PARTITIONS.labels(self.group_id).set(self._assigned_count)
+
+    def _count_consumed(self) -> None:
+        """Add the records handled since the last batch to the per-topic consumed counters."""
+        for topic, n in self._uncounted.items():
+            if n:
+                self._consumed_counter[topic].inc(n)
+                self._uncounted[topic] = 0
 
     async def _handle(self, tp: TopicPartition, records: list[ConsumerRecord],
                       offsets: dict[TopicPartition, int]) -> bool:
@@ -584,7 +597,7 @@ class ConsumerLoop:
         """
         try:
             missing = await asyncio.wait_for(self.bus.topics_missing(), 5)
-        except (KafkaError, OSError, TimeoutError, AssertionError):
+        except (KafkaError, OSError, TimeoutError, BrokerUnavailable):
             missing = None
         if missing:
             overlap = [t for t in self.topics if t in missing]

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from shared.errors import StaleLeader, TransientError
 from shared.logs import get_logger
 from shared.messages import now_ms
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 from shared.settings import RedisSettings
 
 log = get_logger("coordination")
@@ -144,6 +145,14 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
     )
 
 
+def _text(raw: object) -> str:
+    """A Redis reply as text. redis-py types replies as ``bytes | str`` (it depends on
+    ``decode_responses``); the clients here are made by :func:`connect` and return bytes."""
+    if isinstance(raw, bytes):
+        return raw.decode()
+    raise TypeError(f"expected a bytes reply from Redis, got {type(raw).__name__}")
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -152,14 +161,14 @@ class LeaderLock:
     """A TTL lock with a fencing token; see the module docstring."""
 
     def __init__(self, client: aioredis.Redis, name: str, *, ttl_s: float = 10.0,
-                 owner: str | None = None, prefix: str = "cse:"):
+                 owner: str | None = None, prefix: str = DEFAULT_PREFIX):
         self.client = client
         self.name = name
         self.ttl_ms = int(ttl_s * 1000)
         self.owner = owner or default_owner()
-        self.lock_key = f"{prefix}lock:{name}"
-        self.fence_key = f"{prefix}fence:{name}"
-        self.seen_key = f"{prefix}fence-seen:{name}"
+        keys = RedisKeys(prefix)
+        self.lock_key, self.fence_key = keys.lock(name), keys.fence(name)
+        self.seen_key = keys.fence_seen(name)
         self.token: int | None = None
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_DELETE_IF)
@@ -191,7 +200,7 @@ class LeaderLock:
         raw = await self.client.get(self.lock_key)
         if raw is None:
             return None
-        owner, _, token = raw.decode().rpartition(":")
+        owner, _, token = _text(raw).rpartition(":")
         return owner, int(token)
 
     async def fenced_set(self, key: str, value: str | bytes, token: int) -> None:
@@ -251,19 +260,19 @@ class LeaderElector:
 class Claims:
     """Idempotency claims: the first ``claim(key)`` wins, every other gets False."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "cse:", ttl_s: int = 7 * 86_400,
+    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttl_s: int = 7 * 86_400,
                  owner: str | None = None):
         self.client = client
-        self.prefix = f"{prefix}claim:"
+        self.keys = RedisKeys(prefix)
         self.ttl_s = ttl_s
         self.owner = owner or default_owner()
 
     async def claim(self, key: str) -> bool:
-        return bool(await self.client.set(self.prefix + key, self.owner, nx=True, ex=self.ttl_s))
+        return bool(await self.client.set(self.keys.claim(key), self.owner, nx=True, ex=self.ttl_s))
 
     async def owner_of(self, key: str) -> str | None:
-        raw = await self.client.get(self.prefix + key)
-        return raw.decode() if raw is not None else None
+        raw = await self.client.get(self.keys.claim(key))
+        return _text(raw) if raw is not None else None
 
 
 # KEYS[1]=lease KEYS[2]=last-published  ARGV[1]=member ARGV[2]=item id ARGV[3]=ttl_ms
@@ -306,13 +315,12 @@ class WorkShare:
     """
 
     def __init__(self, client: aioredis.Redis, name: str, *, member: str | None = None,
-                 ttl_s: float = 10.0, prefix: str = "cse:"):
+                 ttl_s: float = 10.0, prefix: str = DEFAULT_PREFIX):
         self.client = client
         self.member = member or default_owner()
         self.ttl_ms = int(ttl_s * 1000)
-        self.members_key = f"{prefix}share:{name}:members"
-        self.lease_prefix = f"{prefix}share:{name}:lease:"
-        self.last_prefix = f"{prefix}share:{name}:last:"
+        self.name, self.keys = name, RedisKeys(prefix)
+        self.members_key = self.keys.share_members(name)
         self.owned: set[str] = set()
         self._gate = client.register_script(_GATE)
         self._lease = client.register_script(_LEASE)
@@ -327,7 +335,7 @@ class WorkShare:
         now = now_ms()
         await self.client.zremrangebyscore(self.members_key, "-inf", now)
         raw = await self.client.zrangebyscore(self.members_key, now, "+inf")
-        return sorted(m.decode() for m in raw)
+        return sorted(_text(m) for m in raw)
 
     def assign(self, items: list[str], members: list[str]) -> dict[str, str]:
         return {item: max(members, key=lambda m: self._weight(m, item)) for item in items} if members else {}
@@ -341,7 +349,7 @@ class WorkShare:
             owned = set()
             for item in items:
                 if item in mine:
-                    if await self._lease(keys=[self.lease_prefix + item],
+                    if await self._lease(keys=[self.keys.share_lease(self.name, item)],
                                          args=[self.member, self.ttl_ms]):
                         owned.add(item)
                 elif item in self.owned:
@@ -353,11 +361,12 @@ class WorkShare:
         return owned
 
     async def _release(self, item: str) -> None:
-        await self._release_lease(keys=[self.lease_prefix + item], args=[self.member])
+        await self._release_lease(keys=[self.keys.share_lease(self.name, item)], args=[self.member])
 
     async def gate(self, item: str, item_id: str) -> int:
         """1: publish ``item_id`` now; 0: it was already published; -1: not our item."""
-        return int(await self._gate(keys=[self.lease_prefix + item, self.last_prefix + item],
+        keys = [self.keys.share_lease(self.name, item), self.keys.share_last(self.name, item)]
+        return int(await self._gate(keys=keys,
                                     args=[self.member, item_id, self.ttl_ms * 6]))
 
     async def leave(self) -> None:

@@ -7,6 +7,10 @@
      │    ├── BrokerUnavailable
      │    └── ExchangeUnavailable   timeouts, 5xx, rate limits (ccxt NetworkError)
      ├── ExchangeRejected      the venue said no: funds, order, symbol (ccxt ExchangeError)
+     │    ├── DuplicateOrder   that client order id was placed already
+     │    └── OrderNotFound    the venue knows no such order
+     ├── AllocationError       no allocation from these inputs (bad covariance, infeasible bounds)
+     ├── PlanError             no order plan from this data (an asset without a price)
      └── FatalError            stop the process, alert (bad config, auth refused)
           ├── settings.SettingsError
           ├── ExchangeAuthError   keys refused (ccxt AuthenticationError)
@@ -53,6 +57,22 @@ class ExchangeRejected(CseError):
     def __init__(self, message: str, kind: str):
         super().__init__(message)
         self.kind = kind
+
+
+class DuplicateOrder(ExchangeRejected):
+    """The venue already holds an order with this client order id (ccxt DuplicateOrderId)."""
+
+
+class OrderNotFound(ExchangeRejected):
+    """The venue has no order with that id or client order id (ccxt OrderNotFound)."""
+
+
+class AllocationError(CseError):
+    """The allocation inputs are invalid or admit no solution; the message names the check."""
+
+
+class PlanError(CseError):
+    """A rebalance plan cannot be made from the data at hand; the message names what is missing."""
 
 
 class ExchangeAuthError(FatalError):

@@ -26,92 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.async_support as ccxt_async
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import SecretStr
 
 from shared import metrics
 from shared.backoff import Backoff
-from shared.errors import ExchangeAuthError, ExchangeRejected, ExchangeUnavailable
+from shared.errors import (
+    DuplicateOrder,
+    ExchangeAuthError,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    OrderNotFound,
+)
 from shared.logs import get_logger, register_secret
-from shared.settings import _Part
+from shared.settings import VenueSettings
 
 log = get_logger("gateway")
-
-DEV_SIM_API_KEY = "venue-sim-dev-key"
-DEV_SIM_API_SECRET = "venue-sim-dev-secret"
-
-
-@dataclass(frozen=True)
-class VenueSpec:
-    name: str
-    kind: str  # "sim" | "ccxt"
-    target: str  # base URL for sim, ccxt id otherwise
-
-
-def parse_venues(text: str) -> list[VenueSpec]:
-    """``"a=http://127.0.0.1:9101,binance=binance"`` -> venue specs (validated)."""
-    specs: list[VenueSpec] = []
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        name, sep, target = (x.strip() for x in item.partition("="))
-        if not sep or not name or not target:
-            raise ValueError(f"{item!r} is not name=URL or name=ccxt-id")
-        if any(s.name == name for s in specs):
-            raise ValueError(f"venue {name!r} is listed twice")
-        if target.startswith(("http://", "https://")):
-            specs.append(VenueSpec(name, "sim", target.rstrip("/")))
-        elif target in ccxt.exchanges:
-            specs.append(VenueSpec(name, "ccxt", target))
-        else:
-            raise ValueError(f"venue {name!r}: {target!r} is neither an http(s) URL nor a ccxt id")
-    return specs
-
-
-class VenueSettings(_Part):
-    """Which venues and symbols, and how to reach them."""
-
-    model_config = SettingsConfigDict(env_prefix="CSE_")
-
-    venues: str = Field("", description="name=URL or name=ccxt-id, comma-separated")
-    symbols: str = Field("BTC/USDT,ETH/USDT,SOL/USDT,BNB/USDT,XRP/USDT",
-                         description="ccxt symbols, comma-separated")
-    keys_file: Path = Path("config/api_keys.encrypted")
-    sim_api_key: SecretStr = SecretStr(DEV_SIM_API_KEY)
-    sim_api_secret: SecretStr = SecretStr(DEV_SIM_API_SECRET)
-    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
-    exchange_retries: int = Field(3, ge=0, le=20)
-
-    @field_validator("venues")
-    @classmethod
-    def _venues_parse(cls, value: str) -> str:
-        parse_venues(value)
-        return value
-
-    @field_validator("symbols")
-    @classmethod
-    def _symbols_parse(cls, value: str) -> str:
-        for symbol in (s.strip() for s in value.split(",") if s.strip()):
-            base, sep, quote = symbol.partition("/")
-            if not sep or not base or not quote:
-                raise ValueError(f"{symbol!r} is not BASE/QUOTE")
-        return value
-
-    @property
-    def venue_specs(self) -> list[VenueSpec]:
-        return parse_venues(self.venues)
-
-    @property
-    def symbol_list(self) -> list[str]:
-        return [s.strip() for s in self.symbols.split(",") if s.strip()]
-
 
 def point_binance_at(exchange: Any, base_url: str) -> None:
     """Rewrite every REST URL of a ccxt Binance client to ``base_url``, keeping the paths.
@@ -154,7 +88,7 @@ def sim_client(base_url: str, api_key: str | None = None, secret: str | None = N
         config["secret"] = secret
     exchange = ccxt_async.binance(config)
     point_binance_at(exchange, base_url)
-    return exchange
+    return _typed_duplicates(exchange)
 
 
 def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: int) -> Any:
@@ -162,7 +96,19 @@ def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: 
     cls = getattr(ccxt_async, ccxt_id)
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
     config.update({k: v.get_secret_value() for k, v in credentials.items()})
-    return cls(config)
+    return _typed_duplicates(cls(config))
+
+
+# Binance refuses a client order id it has seen with -2010 "Duplicate order sent.", which
+# ccxt's tables map to the generic InvalidOrder; its exact-message table gets the entry, so
+# ccxt raises DuplicateOrderId and the gateway DuplicateOrder (no message parsing of ours).
+BINANCE_DUPLICATE_MESSAGE = "Duplicate order sent."
+
+
+def _typed_duplicates(exchange: Any) -> Any:
+    exact = exchange.exceptions.setdefault("exact", {})
+    exact.setdefault(BINANCE_DUPLICATE_MESSAGE, ccxt.DuplicateOrderId)
+    return exchange
 
 
 def _retry_after(client: Any) -> float | None:
@@ -265,6 +211,10 @@ class Gateway:
                 answered = not isinstance(exc, ccxt.RequestTimeout | ccxt.ExchangeNotAvailable)
                 metrics.EXCHANGE_UP.labels(venue).set(1 if answered else 0)
                 message = f"{venue} {method}: {type(exc).__name__}: {str(exc)[:300]}"
+                if isinstance(exc, ccxt.DuplicateOrderId):
+                    raise DuplicateOrder(message, type(exc).__name__) from exc
+                if isinstance(exc, ccxt.OrderNotFound):
+                    raise OrderNotFound(message, type(exc).__name__) from exc
                 if kind is ExchangeRejected:
                     raise ExchangeRejected(message, type(exc).__name__) from exc
                 if kind is ExchangeAuthError:
@@ -308,11 +258,9 @@ class Gateway:
             try:
                 return await self.call(venue, "create_order", symbol, order_type, side, amount,
                                        price, order_params, retries=0)
-            except ExchangeRejected as exc:
-                # "Duplicate order sent.": an earlier attempt (ours, or a redelivered message's)
-                # got through; that order is the answer
-                if "duplicate" not in str(exc).lower():
-                    raise
+            except DuplicateOrder:
+                # an earlier attempt (ours, or a redelivered message's) got through; that
+                # order is the answer
                 existing = await self.find_order(venue, symbol, client_order_id)
                 if existing is None:
                     raise
@@ -334,11 +282,9 @@ class Gateway:
         """The order with this client id, or None if the venue has never seen it."""
         try:
             return await self.call(venue, "fetch_order", None, symbol,
-                                   {"origClientOrderId": client_order_id})  # type: ignore[no-any-return]
-        except ExchangeRejected as exc:
-            if exc.kind == "OrderNotFound":
-                return None
-            raise
+                                   {"origClientOrderId": client_order_id})
+        except OrderNotFound:
+            return None
 
 
 def open_gateway(settings: VenueSettings) -> Gateway:

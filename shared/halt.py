@@ -13,22 +13,22 @@ import contextlib
 import json
 from typing import Any
 
-from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from shared.errors import TransientError
 from shared.logs import get_logger
 from shared.messages import now_ms
+from shared.metrics import HALTED
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 
 log = get_logger("halt")
-HALTED = Gauge("cse_trading_halted", "1 while the trading halt (kill switch) is on, as this worker sees it")
 
 
 class Halt:
-    def __init__(self, redis: Any, prefix: str = "cse:"):
+    def __init__(self, redis: Any, prefix: str = DEFAULT_PREFIX):
         self.redis = redis
-        self.key = f"{prefix}halt"
-        self.channel = f"{prefix}halt:changes"
+        keys = RedisKeys(prefix)
+        self.key, self.channel = keys.halt(), keys.halt_changes()
 
     async def state(self) -> dict[str, Any]:
         raw = await self.redis.get(self.key)  # RedisUnavailable (transient) when Redis is away

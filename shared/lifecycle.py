@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared import logs, metrics
 from shared.errors import FatalError
+from shared.health import Health, MetricsServer
 from shared.settings import CommonSettings, ObservabilitySettings, load_or_report
 
 C = TypeVar("C", bound=CommonSettings)
@@ -40,7 +41,7 @@ class WorkerContext:
     name: str
     obs: ObservabilitySettings
     stopping: asyncio.Event
-    health: metrics.Health
+    health: Health
     stack: contextlib.AsyncExitStack
     metrics_port: int
     log: Any = field(default=None)
@@ -65,7 +66,8 @@ class WorkerContext:
         return self.stopping.is_set()
 
 
-Body = Callable[[WorkerContext], Awaitable[None]]
+#: A worker's body: an ``async def`` (``serve`` runs it as a task, which takes a coroutine).
+Body = Callable[[WorkerContext], Coroutine[Any, Any, None]]
 
 
 async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: Body,
@@ -77,12 +79,12 @@ async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: 
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, stopping, log, sig)
-    health = metrics.Health(name, obs.heartbeat_timeout_s)
+    health = Health(name, obs.heartbeat_timeout_s)
     metrics.WORKER_INFO.labels(name).set(1)
     code = EXIT_OK
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(
-            metrics.MetricsServer(health, obs.metrics_host, metrics_port, serve_metrics)
+            MetricsServer(health, obs.metrics_host, metrics_port, serve_metrics)
         )
         ctx = WorkerContext(name, obs, stopping, health, stack, server.port, log)
         ticker = asyncio.create_task(_heartbeat(health, stopping))
@@ -123,7 +125,7 @@ def _on_signal(stopping: asyncio.Event, log: Any, sig: signal.Signals) -> None:
     stopping.set()
 
 
-async def _heartbeat(health: metrics.Health, stopping: asyncio.Event) -> None:
+async def _heartbeat(health: Health, stopping: asyncio.Event) -> None:
     # Beats while the event loop turns: a blocked loop stops beating and /health fails.
     while not stopping.is_set():
         health.beat()
@@ -131,7 +133,7 @@ async def _heartbeat(health: metrics.Health, stopping: asyncio.Event) -> None:
 
 
 def run_worker(name: str, settings_cls: type[C],
-               run: Callable[[WorkerContext, C], Awaitable[None]]) -> int:
+               run: Callable[[WorkerContext, C], Coroutine[Any, Any, None]]) -> int:
     """Process entry point: settings, logging, event loop, exit code."""
     settings = load_or_report(settings_cls, name)
     if settings is None:

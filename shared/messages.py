@@ -20,6 +20,13 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """("BTC", "USDT") for the ccxt symbol "BTC/USDT" (and for the contract form
+    "BTC/USDT:USDT"); ("BTC", "") when there is no quote."""
+    base, _, quote = symbol.partition("/")
+    return base, quote.partition(":")[0]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -152,8 +159,8 @@ class Execution(Message, tag="execution", kw_only=True):
     amount: float
     filled: float = 0.0
     average: float | None = None
-    fee: float = 0.0
-    fee_currency: str | None = None
+    fee: float = 0.0  # in the symbol's quote currency, whatever the venue charged in (shared/orders.py)
+    fee_currency: str | None = None  # that quote currency; None on reports of no order
     order_id: str | None = None
     error: str | None = None
     dry_run: bool = False
@@ -169,7 +176,8 @@ class Position(msgspec.Struct, kw_only=True):
 
 
 class PortfolioSnapshot(Message, tag="portfolio_snapshot", kw_only=True):
-    """Valuation of the whole portfolio (portfolio.snapshots, key = account)."""
+    """Valuation of the whole portfolio (portfolio.snapshots, key = account), published by
+    the portfolio monitor only; a rebalance plan carries its own valuation (total_value)."""
 
     account: str
     quote: str
@@ -203,6 +211,7 @@ class RebalancePlan(Message, tag="rebalance_plan", kw_only=True):
     skipped: int = 0
     predicted_vol: float | None = None
     fencing_token: int | None = None
+    total_value: float | None = None  # the portfolio valued for the plan, in the quote
     error: str | None = None
     ts_ms: int
 

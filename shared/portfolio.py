@@ -7,11 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from shared.gateway import Gateway
-
-
-def monitor_key(prefix: str, account: str, what: str) -> str:
-    """Where the monitor keeps its state in Redis (``baseline``, ``peak``, ``latest``)."""
-    return f"{prefix}monitor:{account}:{what}"
+from shared.messages import split_symbol
 
 
 @dataclass
@@ -26,7 +22,7 @@ class VenueView:
 
 async def read_venue(gateway: Gateway, venue: str, symbols: list[str]) -> VenueView:
     """Balances of the assets of ``symbols``, their best quotes and order limits on ``venue``."""
-    tracked = {part for s in symbols for part in s.split("/")}
+    tracked = {part for s in symbols for part in split_symbol(s)}
     markets = await gateway.call(venue, "load_markets")
     view = VenueView(venue, listed={s for s in symbols if s in markets})
     for symbol in view.listed:
@@ -51,5 +47,5 @@ def median_mids(quotes: dict[tuple[str, str], tuple[float, float]]) -> dict[str,
     mids: dict[str, list[float]] = defaultdict(list)
     for (_venue, symbol), (bid, ask) in quotes.items():
         if bid > 0 and ask > 0:
-            mids[symbol.split("/")[0]].append((bid + ask) / 2)
+            mids[split_symbol(symbol)[0]].append((bid + ask) / 2)
     return {asset: statistics.median(values) for asset, values in mids.items()}

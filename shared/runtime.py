@@ -73,7 +73,10 @@ async def consume_until_stopped(ctx: WorkerContext, loops: list[ConsumerLoop]) -
 
 
 def consumer(services: Services, settings: CommonSettings, topics: list[str], group: str,
-             handler: Handler, message_types: dict[str, type[Any]] | None = None) -> ConsumerLoop:
-    """A consumer loop of the worker's bus; ``message_types`` reads a topic as another type."""
-    return ConsumerLoop(services.bus, settings.kafka, topics, group, handler, message_types=message_types)
+             handler: Handler, message_types: dict[str, type[Any]] | None = None,
+             auto_offset_reset: str = "earliest") -> ConsumerLoop:
+    """A consumer loop of the worker's bus; ``message_types`` reads a topic as another type;
+    ``auto_offset_reset="latest"``: a new group starts at the end instead of the start."""
+    return ConsumerLoop(services.bus, settings.kafka, topics, group, handler, message_types=message_types,
+                        auto_offset_reset=auto_offset_reset)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -26,6 +27,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import FatalError
+from shared.messages import split_symbol
+from shared.rediskeys import DEFAULT_PREFIX
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -35,8 +38,11 @@ def _secrets_dir() -> str | None:
     return path if Path(path).is_dir() else None
 
 
-class _Part(BaseSettings):
-    """Base of every settings part: env only, unknown variables ignored, values validated."""
+class SettingsPart(BaseSettings):
+    """Base of every settings part: env only, unknown variables ignored, values validated.
+
+    A part reads one prefix (``model_config = SettingsConfigDict(env_prefix=...)``); a
+    service's settings (``workers/<service>/settings.py``) compose the parts it uses."""
 
     model_config = SettingsConfigDict(
         extra="ignore",
@@ -46,7 +52,7 @@ class _Part(BaseSettings):
     )
 
 
-class KafkaSettings(_Part):
+class KafkaSettings(SettingsPart):
     """Kafka connection and consumer tuning."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_KAFKA_")
@@ -74,17 +80,17 @@ class KafkaSettings(_Part):
         return self
 
 
-class RedisSettings(_Part):
+class RedisSettings(SettingsPart):
     """Redis used for leader election, idempotency claims and the kill switch."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_REDIS_")
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    key_prefix: str = "cse:"
+    key_prefix: str = DEFAULT_PREFIX
     socket_timeout_s: float = Field(5.0, gt=0, le=120)
 
 
-class StoreSettings(_Part):
+class StoreSettings(SettingsPart):
     """Time-series store reached through the InfluxDB v2 write API."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_INFLUX_")
@@ -99,7 +105,7 @@ class StoreSettings(_Part):
     timeout_s: float = Field(10.0, gt=0, le=300)
 
 
-class ObservabilitySettings(_Part):
+class ObservabilitySettings(SettingsPart):
     """Logging and the metrics/health HTTP endpoint."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_")
@@ -115,78 +121,87 @@ class ObservabilitySettings(_Part):
     heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
 
 
-def parse_asset_map(text: str, *, positive: bool = False) -> dict[str, float]:
-    """``"BTC=0.3, ETH=-0.1"`` -> ``{"BTC": 0.3, "ETH": -0.1}``; ValueError says what is wrong."""
-    out: dict[str, float] = {}
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        asset, sep, number = item.partition("=")
-        asset = asset.strip().upper()
-        try:
-            value = float(number) if sep and asset.isalnum() else None
-        except ValueError:
-            value = None
-        if value is None or value != value or abs(value) == float("inf"):
-            raise ValueError(f"{item!r} is not ASSET=number; allowed: ASSET=number,... e.g. BTC=0.3,ETH=0.2")
-        if positive and value <= 0:
-            raise ValueError(f"{item!r}: allowed: a positive number")
-        out[asset] = value
-    return out
+def split_list(text: str) -> list[str]:
+    """The items of a comma-separated setting, stripped; empty items dropped."""
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
-class RebalanceSettings(_Part):
-    """The rebalance variables of the deployment guide, with its defaults."""
+def split_pairs(text: str, form: str) -> list[tuple[str, str]]:
+    """``"a=1, b=2"`` -> ``[("a", "1"), ("b", "2")]``; ValueError naming the item that is not
+    ``name=value`` (``form`` says what was expected)."""
+    pairs = []
+    for item in split_list(text):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not name or not value:
+            raise ValueError(f"{item!r} is not {form}")
+        pairs.append((name, value))
+    return pairs
 
-    model_config = SettingsConfigDict(env_prefix="CSE_REBALANCE_")
 
-    enabled: bool = True
-    interval: float = Field(300.0, gt=0, le=86_400, description="seconds between cycles")
-    method: Literal["rp", "mv"] = "rp"
-    use_real_cov: bool = True
-    vol_target_enabled: bool = True
-    vol_target: float = Field(0.01, gt=0, le=1, description="daily volatility")
-    dry_run: bool = False
-    max_orders: int = Field(10, ge=1, le=1000)
-    fee_rate: float = Field(0.001, ge=0, lt=0.1)
-    slippage_bps: float = Field(5.0, ge=0, le=1000)
-    min_notional: float = Field(10.0, ge=0)
-    backoff_enabled: bool = True
-    backoff_mult: float = Field(2.0, ge=1, le=100)
-    backoff_max: float = Field(3600.0, gt=0, le=7 * 86_400, description="seconds")
-    prometheus: bool = True
-    prom_port: Port = 9001
-    # Beyond the deployment guide: how the target is built and how close is close enough.
-    band: float = Field(0.01, ge=0, lt=0.5, description="no-trade band, in portfolio weight")
-    risk_aversion: float = Field(2.5, gt=0, le=1000, description="mv: lambda in mu'w - lambda/2 w'Sw")
-    mv_objective: Literal["utility", "min_variance", "max_sharpe"] = "utility"
-    expected_returns: str = Field("", description="mv: ASSET=annual return,... (else shrunk history)")
-    risk_budgets: str = Field("", description="rp: ASSET=budget,... (others 1; normalised)")
-    max_weight: float = Field(1.0, gt=0, le=1, description="mv: largest weight of one asset")
-    lock_ttl: float = Field(15.0, ge=1, le=600, description="seconds a dead leader holds the lock")
+DEV_SIM_API_KEY = "venue-sim-dev-key"
+DEV_SIM_API_SECRET = "venue-sim-dev-secret"
 
-    @field_validator("expected_returns", "risk_budgets")
+
+@dataclass(frozen=True)
+class VenueSpec:
+    name: str
+    kind: str  # "sim" | "ccxt"
+    target: str  # base URL for sim, ccxt id otherwise
+
+
+def parse_venues(text: str) -> list[VenueSpec]:
+    """``"a=http://127.0.0.1:9101,binance=binance"`` -> venue specs (validated)."""
+    import ccxt  # here, not at the top: most importers of the settings never parse venues
+
+    specs: list[VenueSpec] = []
+    for name, target in split_pairs(text, "name=URL or name=ccxt-id"):
+        if any(s.name == name for s in specs):
+            raise ValueError(f"venue {name!r} is listed twice")
+        if target.startswith(("http://", "https://")):
+            specs.append(VenueSpec(name, "sim", target.rstrip("/")))
+        elif target in ccxt.exchanges:
+            specs.append(VenueSpec(name, "ccxt", target))
+        else:
+            raise ValueError(f"venue {name!r}: {target!r} is neither an http(s) URL nor a ccxt id")
+    return specs
+
+
+class VenueSettings(SettingsPart):
+    """Which venues and symbols, and how to reach them."""
+
+    model_config = SettingsConfigDict(env_prefix="CSE_")
+
+    venues: str = Field("", description="name=URL or name=ccxt-id, comma-separated")
+    symbols: str = Field("BTC/USDT,ETH/USDT,SOL/USDT,BNB/USDT,XRP/USDT",
+                         description="ccxt symbols, comma-separated")
+    keys_file: Path = Path("config/api_keys.encrypted")
+    sim_api_key: SecretStr = SecretStr(DEV_SIM_API_KEY)
+    sim_api_secret: SecretStr = SecretStr(DEV_SIM_API_SECRET)
+    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    exchange_retries: int = Field(3, ge=0, le=20)
+
+    @field_validator("venues")
     @classmethod
-    def _asset_map_valid(cls, value: str, info: Any) -> str:
-        parse_asset_map(value, positive=info.field_name == "risk_budgets")
+    def _venues_parse(cls, value: str) -> str:
+        parse_venues(value)
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_parse(cls, value: str) -> str:
+        for symbol in split_list(value):
+            base, quote = split_symbol(symbol)
+            if not base or not quote:
+                raise ValueError(f"{symbol!r} is not BASE/QUOTE")
         return value
 
     @property
-    def expected_returns_map(self) -> dict[str, float]:
-        return parse_asset_map(self.expected_returns)
+    def venue_specs(self) -> list[VenueSpec]:
+        return parse_venues(self.venues)
 
     @property
-    def risk_budgets_map(self) -> dict[str, float]:
-        return parse_asset_map(self.risk_budgets, positive=True)
-
-    @model_validator(mode="after")
-    def _backoff_covers_interval(self) -> RebalanceSettings:
-        if self.backoff_enabled and self.backoff_max < self.interval:
-            raise ValueError(
-                f"CSE_REBALANCE_BACKOFF_MAX={self.backoff_max:g} is below "
-                f"CSE_REBALANCE_INTERVAL={self.interval:g}; allowed: a value >= the interval"
-            )
-        return self
+    def symbol_list(self) -> list[str]:
+        return split_list(self.symbols)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -315,9 +330,8 @@ def describe_allowed(field: FieldInfo) -> str:
         min_length = getattr(meta, "min_length", None)
         if min_length:
             bounds.append("non-empty")
-    kind = {int: "an integer", float: "a number", str: "a string", SecretStr: "a string"}.get(
-        ann, getattr(ann, "__name__", str(ann))
-    )
+    kinds: dict[object, str] = {int: "an integer", float: "a number", str: "a string", SecretStr: "a string"}
+    kind = kinds.get(ann, getattr(ann, "__name__", str(ann)))
     unit = f" ({field.description})" if field.description else ""
     return f"{kind}{unit}" + (" " + " and ".join(bounds) if bounds else "")
 

@@ -65,8 +65,8 @@ class TimeSeriesWriter:
         point = Point(measurement)
         for k, v in tags.items():
             point.tag(k, v)
-        for k, v in fields.items():
-            point.field(k, v)
+        for name, value in fields.items():
+            point.field(name, value)
         point.time(ts_ms if ts_ms is not None else time.time_ns() // 1_000_000, WritePrecision.MS)
         self.write_line(point.to_line_protocol())
 
@@ -103,7 +103,7 @@ class TimeSeriesWriter:
                     bucket=self.settings.bucket,
                     org=self.settings.org,
                     record="\n".join(batch),
-                    write_precision=WritePrecision.MS,
+                    write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # influxdb_client's hint is wrong: WritePrecision.MS is the str "ms"
                 )
             except Exception as exc:  # the client raises ApiException, aiohttp and OS errors
                 self.failures += 1

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -134,7 +134,36 @@ async def read_topic(bootstrap: str, topic: str, *, count: int | None = None, id
     return records
 
 
+async def committed_offsets(bootstrap: str, group: str, partitions: Iterable[tuple[str, int]]
+                            ) -> dict[tuple[str, int], int]:
+    """The offset ``group`` committed on each (topic, partition), 0 where it committed none,
+    read by a consumer that never joins the group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    observer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await observer.start()
+    try:
+        return {(topic, partition): await observer.committed(TopicPartition(topic, partition)) or 0
+                for topic, partition in partitions}
+    finally:
+        await observer.stop()
+
+
 T = TypeVar("T")
+
+
+class NotYet:
+    """A probe's "not yet" that still says what it saw: falsy, so :func:`wait_for` and
+    :func:`eventually` keep waiting, and shown in their failure (``return ok or NotYet(seen)``)."""
+
+    def __init__(self, seen: object) -> None:
+        self.seen = seen
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"not yet: {self.seen!r}"
 
 
 def wait_for(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:

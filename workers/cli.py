@@ -26,11 +26,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from shared import names
+
 WORKERS = {
-    "main": ("cryptospreadedge-main", "workers.main", "MainSettings"),
-    "rebalancer": ("portfolio-rebalancer", "workers.rebalancer", "RebalancerSettings"),
-    "arbitrage": ("arbitrage-worker", "workers.arbitrage", "ArbitrageSettings"),
-    "monitor": ("portfolio-monitor", "workers.monitor", "MonitorSettings"),
+    "main": (names.MAIN, "workers.main", "MainSettings"),
+    "rebalancer": (names.REBALANCER, "workers.rebalancer", "RebalancerSettings"),
+    "arbitrage": (names.ARBITRAGE, "workers.arbitrage", "ArbitrageSettings"),
+    "monitor": (names.MONITOR, "workers.monitor", "MonitorSettings"),
 }
 DEFAULT_RUN_DIR = Path(os.environ.get("CSE_RUN_DIR", ".run/dev"))
 
@@ -43,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 crash or unhealthy, 2 bad configuration or fatal error.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_services, _add_dev, _add_portfolio, _add_bench, _add_keys, _add_scenario, _add_config):
+        add(sub)
+    return p
+
+
+def _add_services(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The production services (one command each) and venue-sim."""
     for cmd, (service, _module, _cls) in WORKERS.items():
         w = sub.add_parser(cmd, help=f"run the {service} service")
         w.add_argument("--check", action="store_true",
@@ -54,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(`cse venue-sim --help`)")
     vs.set_defaults(func=lambda _args: 2)  # dispatched in main() before argparse
 
+
+def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse dev up|status``: the embedded stack."""
     dev = sub.add_parser("dev", help="the embedded stack on this machine")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_sub.add_parser("up", help="start broker, Redis, store and every worker; Ctrl-C stops")
@@ -79,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     st.set_defaults(func=_dev_status)
 
+
+def _add_portfolio(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse allocate`` and ``cse rebalance --once``."""
     from workers.rebalancer.allocate_cli import add_parser as add_allocate
 
     add_allocate(sub)
@@ -88,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     reb.add_argument("--dry-run", action="store_true", help="plan only: touch no exchange")
     reb.set_defaults(func=_rebalance_once)
 
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse bench NAME``: benchmarks that print their figures."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures (a JSON line last)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
     arb = bench_sub.add_parser("arbitrage", help="detection alone, through the broker, 1 vs 2 workers")
@@ -106,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="ours only, even if the libraries are installed")
     alloc.set_defaults(func=_bench_allocate)
 
+
+def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse keys encrypt|decrypt|list``."""
     keys = sub.add_parser("keys", help="manage the encrypted exchange API key file",
                           description="The passphrase comes from CSE_KEYS_PASSPHRASE or the file "
                                       "named by CSE_KEYS_PASSPHRASE_FILE, never from the command line.")
@@ -124,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--file", type=Path, default=Path("config/api_keys.encrypted"))
     lst.set_defaults(func=_keys_list)
 
+
+def _add_scenario(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse scenario run FILE``."""
     scn = sub.add_parser("scenario", help="scripted arbitrage scenarios (tooling/scenario)")
     scn_sub = scn.add_subparsers(dest="scenario_command", required=True, metavar="ACTION")
     srun = scn_sub.add_parser(
@@ -139,12 +163,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="keep logs, replay files, journals and summary.json in DIR (new or empty)")
     srun.set_defaults(func=_scenario_run)
 
+
+def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse config check WORKER``."""
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     chk = cfg_sub.add_parser("check", help="validate the environment for a worker and print it")
     chk.add_argument("worker", choices=sorted(WORKERS))
     chk.set_defaults(func=_config_check)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +310,7 @@ def _keys_encrypt(args: argparse.Namespace) -> int:
 def _rebalance_once(args: argparse.Namespace) -> int:
     import asyncio
 
-    from workers.rebalancer.loop import rebalance_once
+    from workers.rebalancer.rebalance_cli import rebalance_once
 
     return asyncio.run(rebalance_once(args.dry_run))
 
@@ -347,10 +373,11 @@ def _bench_arbitrage(args: argparse.Namespace) -> int:
 
 
 def _bench_allocate(args: argparse.Namespace) -> int:
+    from shared.settings import split_list
     from tooling.bench import allocate as bench
 
     try:
-        sizes = tuple(int(v) for v in args.sizes.split(",")) if args.sizes else (
+        sizes = tuple(int(v) for v in split_list(args.sizes)) if args.sizes else (
             bench.QUICK_SIZES if args.quick else bench.SIZES)
         if not sizes or min(sizes) < 2:
             raise ValueError

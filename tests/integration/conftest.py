@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from shared.gateway import Gateway, VenueSettings, sim_client
+from shared.gateway import Gateway, sim_client
+from shared.settings import VenueSettings
+from tests.conftest import eventually
 from tooling.devstack import infra
 from tooling.venue_sim import DEV_API_KEY, DEV_API_SECRET
 
@@ -59,6 +61,13 @@ class SimVenue:
 
     def stop(self) -> None:
         self.running.stop()
+
+
+async def ticks_pass(venue: SimVenue, n: int) -> None:
+    """Wait until the venue's market clock ticked ``n`` more times: new books (in replay, a
+    record that became current is installed), resting orders the books cross filled."""
+    start = venue.state()["ticks"]
+    await eventually(lambda: venue.state()["ticks"] >= start + n, 5 + n, f"{n} ticks of the venue")
 
 
 def http(url: str, method: str = "GET", body: bytes | None = None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from dataclasses import dataclass, field
 
 
 def complete_commands(buf: bytes) -> list[int]:
@@ -37,6 +39,26 @@ def complete_commands(buf: bytes) -> list[int]:
     return ends
 
 
+@dataclass
+class _Muted:
+    """A client whose replies are dropped, and how the proxy learns Redis executed its last
+    command: a ``PING`` with a token of its own sent right behind it, answered in order (a
+    ``PING`` with a message is answered in the subscribed state too)."""
+
+    token: bytes = field(default_factory=lambda: uuid.uuid4().hex.encode())
+    executed: asyncio.Event = field(default_factory=asyncio.Event)
+    tail: bytes = b""
+
+    def ping(self) -> bytes:
+        return b"*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n" % (len(self.token), self.token)
+
+    def replied(self, chunk: bytes) -> None:
+        seen = self.tail + chunk
+        if self.token in seen:
+            self.executed.set()
+        self.tail = seen[-len(self.token):]
+
+
 class RedisProxy:
     def __init__(self, redis_port: int):
         self.redis_port = redis_port
@@ -46,7 +68,7 @@ class RedisProxy:
         self.cut = False
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
-        self._mute: set[asyncio.StreamWriter] = set()  # client writers whose replies are dropped
+        self._mute: dict[asyncio.StreamWriter, _Muted] = {}  # client writers whose replies are dropped
 
     @property
     def port(self) -> int:
@@ -109,11 +131,14 @@ class RedisProxy:
                     if self.cut:
                         return
                     if self.lose_reply:  # deliver this one, but its reply is lost
-                        up.write(buf[start:end])
+                        muted = self._mute[client] = _Muted()
+                        up.write(buf[start:end] + muted.ping())
                         await up.drain()
                         self.sent += 1
-                        self._mute.add(client)
-                        await asyncio.sleep(0.05)  # let Redis execute it
+                        # Redis executed it once the ping behind it came back (bounded: inside
+                        # a MULTI both are only queued, and the ping's answer holds no token)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(muted.executed.wait(), 5)
                         if self.budget is None or self.cut:
                             return  # healed (or failed by another connection) meanwhile
                     self._drop()
@@ -129,7 +154,9 @@ class RedisProxy:
             chunk = await up_reader.read(65536)
             if not chunk:
                 return
-            if client in self._mute:
+            muted = self._mute.get(client)
+            if muted is not None:
+                muted.replied(chunk)
                 continue
             client.write(chunk)
             await client.drain()

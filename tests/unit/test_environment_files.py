@@ -29,7 +29,7 @@ def test_environment_file_loads(monkeypatch: pytest.MonkeyPatch, path: Path, wor
 
 
 def test_rebalance_file_documents_every_variable() -> None:
-    from shared.settings import RebalanceSettings
+    from workers.rebalancer.settings import RebalanceSettings
 
     values = _read_env_file(ENV_DIR / "rebalance.env")
     expected = {f"CSE_REBALANCE_{name.upper()}" for name in RebalanceSettings.model_fields}

@@ -24,13 +24,14 @@ import msgspec
 
 from shared.coordination import connect
 from shared.messages import ORDERS_EXECUTIONS, Execution
-from shared.settings import RedisSettings
+from shared.rediskeys import DEFAULT_PREFIX
+from shared.settings import RedisSettings, split_pairs
 from tooling.devstack.supervisor import StackConfig, Supervisor
 
 TRADED = ("both_legs", "all_legs", "one_leg")
 
 
-async def _outcomes(redis_url: str, prefix: str = "cse:") -> Counter[str]:
+async def _outcomes(redis_url: str, prefix: str = DEFAULT_PREFIX) -> Counter[str]:
     client = connect(RedisSettings(url=redis_url))
     try:
         counts: Counter[str] = Counter()
@@ -63,8 +64,7 @@ async def _executions(bootstrap: str) -> list[Execution]:
 
 def _ledgers(venues: str) -> dict[str, bool]:
     out = {}
-    for item in venues.split(","):
-        name, _, url = item.partition("=")
+    for name, url in split_pairs(venues, "name=URL"):
         with urllib.request.urlopen(f"{url}/venue-sim/v1/ledger", timeout=10) as resp:
             out[name] = bool(json.loads(resp.read())["conserved"])
     return out

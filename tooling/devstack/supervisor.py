@@ -29,8 +29,9 @@ from typing import Any, TextIO
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared import names
 from shared.backoff import Backoff
-from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
+from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from tooling.devstack import infra
 from tooling.devstack.infra import LOCALHOST, ProcessSpec
 
@@ -86,6 +87,34 @@ def _choose_port(name: str, wanted: int | None, explicit: set[str], notes: list[
     return port
 
 
+def _venue_specs(config: StackConfig, data: Path) -> list[ProcessSpec]:
+    """The paper venues sim-a, sim-b, ...: one seed, so the same underlying prices; each
+    venue its own noise, offset and lag, so cross-venue spreads open and close."""
+    specs = []
+    for i in range(config.venues):
+        name = f"sim-{chr(ord('a') + i)}" if i < 26 else f"sim-{i}"
+        venue = infra.venue_sim_spec(
+            name, infra.free_port(), config.venue_seed, DEV_SIM_API_KEY, DEV_SIM_API_SECRET,
+            data / name / "fills.jsonl",
+            ["--noise-bps", str(2 + 3 * i), "--price-offset-bps", str((-1) ** i * 4 * i),
+             "--lag-ms", str(150 * i)],
+        )
+        venue.kind = "venue"  # shown with its books per second
+        specs.append(venue)
+    return specs
+
+
+def _worker_spec(name: str, module: str, port: int, env: dict[str, str]) -> ProcessSpec:
+    """A worker process: ``python -m <module>``, its metrics (and API, for main) ports."""
+    base = f"http://{LOCALHOST}:{port}"
+    ports = {"metrics": port}
+    if "CSE_API_PORT" in env:
+        ports["api"] = int(env["CSE_API_PORT"])
+    return ProcessSpec(name=name, argv=[sys.executable, "-m", module], kind="worker", ports=ports,
+                       env={**env, "CSE_METRICS_PORT": str(port)}, health_url=f"{base}/health",
+                       metrics_url=f"{base}/metrics")
+
+
 def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[str]]:
     """The processes of the stack, in start order, and the endpoints they use."""
     notes: list[str] = []
@@ -96,32 +125,19 @@ def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[s
                                 config.explicit_ports, notes)
     monitor_metrics = _choose_port("monitor-metrics-port", config.monitor_metrics_port,
                                    config.explicit_ports, notes)
+    venues = _venue_specs(config, data)
     specs = [
         infra.tansu_spec(kafka_port),
         infra.redis_spec(redis_port, data / "redis"),
         infra.victoria_metrics_spec(vm_port, data / "victoria-metrics"),
+        *venues,
     ]
-    venues = []
-    for i in range(config.venues):
-        name = f"sim-{chr(ord('a') + i)}" if i < 26 else f"sim-{i}"
-        port = infra.free_port()
-        # one seed: the same underlying prices; each venue its own noise, offset and lag,
-        # so cross-venue spreads open and close
-        venue = infra.venue_sim_spec(
-            name, port, config.venue_seed, DEV_SIM_API_KEY, DEV_SIM_API_SECRET,
-            data / name / "fills.jsonl",
-            ["--noise-bps", str(2 + 3 * i), "--price-offset-bps", str((-1) ** i * 4 * i),
-             "--lag-ms", str(150 * i)],
-        )
-        venue.kind = "venue"  # shown with its books per second
-        specs.append(venue)
-        venues.append(f"{name}=http://{LOCALHOST}:{port}")
     endpoints = {
         "kafka": f"{LOCALHOST}:{kafka_port}",
         "redis": f"redis://{LOCALHOST}:{redis_port}/0",
         "influx": f"http://{LOCALHOST}:{vm_port}",
         "api": f"http://{LOCALHOST}:{api_port}",
-        "venues": ",".join(venues),
+        "venues": ",".join(f"{v.name}=http://{LOCALHOST}:{v.ports['http']}" for v in venues),
     }
     common = {
         "CSE_KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"],
@@ -135,31 +151,16 @@ def plan(config: StackConfig) -> tuple[list[ProcessSpec], dict[str, Any], list[s
         "PYTHONUNBUFFERED": "1",
         **config.env,
     }
+    mains = [(f"{names.MAIN}-{i + 1}" if config.main_replicas > 1 else names.MAIN, "workers.main",
+              main_metrics if i == 0 else infra.free_port(),
+              {"CSE_API_HOST": LOCALHOST, "CSE_API_PORT": str(api_port if i == 0 else infra.free_port())})
+             for i in range(config.main_replicas)]
+    arbitrage = [(f"{names.ARBITRAGE}-{i + 1}", "workers.arbitrage", infra.free_port(), {})
+                 for i in range(config.arbitrage_replicas)]
     workers: list[tuple[str, str, int, dict[str, str]]] = [
-        *[(f"cryptospreadedge-main-{i + 1}" if config.main_replicas > 1 else "cryptospreadedge-main",
-           "workers.main", main_metrics if i == 0 else infra.free_port(),
-           {"CSE_API_HOST": LOCALHOST,
-            "CSE_API_PORT": str(api_port if i == 0 else infra.free_port())})
-          for i in range(config.main_replicas)],
-        ("portfolio-rebalancer", "workers.rebalancer", infra.free_port(), {}),
-        *[(f"arbitrage-worker-{i + 1}", "workers.arbitrage", infra.free_port(), {})
-          for i in range(config.arbitrage_replicas)],
-        ("portfolio-monitor", "workers.monitor", monitor_metrics, {}),
-    ]
-    for name, module, port, env in workers:
-        base = f"http://{LOCALHOST}:{port}"
-        ports = {"metrics": port}
-        if "CSE_API_PORT" in env:
-            ports["api"] = int(env["CSE_API_PORT"])
-        specs.append(ProcessSpec(
-            name=name,
-            argv=[sys.executable, "-m", module],
-            kind="worker",
-            ports=ports,
-            env={**common, **env, "CSE_METRICS_PORT": str(port)},
-            health_url=f"{base}/health",
-            metrics_url=f"{base}/metrics",
-        ))
+        *mains, (names.REBALANCER, "workers.rebalancer", infra.free_port(), {}),
+        *arbitrage, (names.MONITOR, "workers.monitor", monitor_metrics, {})]
+    specs += [_worker_spec(name, module, port, {**common, **env}) for name, module, port, env in workers]
     return specs, endpoints, notes
 
 

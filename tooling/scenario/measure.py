@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.messages import Execution, Opportunity
-from tooling.scenario.spec import Scenario
+from tooling.scenario.spec import ExpectedExecution, Scenario
 
 ACCOUNT = "acct-0"  # venue-sim's label of the first (development) account: the scenario's
 ZERO = Decimal(0)
@@ -310,30 +310,9 @@ def evaluate(scenario: Scenario, collected: Collected) -> Report:
     if exp.pnl_total is not None:
         checks.append(_near("pnl_total", exp.pnl_total, pnl_total, ptol))
     for i, want in enumerate(exp.execution or []):
-        got = executions[i] if i < len(executions) else None
-        pre = f"execution[{i}]"
-        if got is None:
-            checks.append(Check(pre, "an execution", "none", False))
-            continue
-        for key in ("kind", "symbol", "buy", "sell"):
-            expected = getattr(want, key)
-            if expected is not None:
-                measured = getattr(got, key)
-                checks.append(Check(f"{pre}.{key}", expected, measured, measured == expected))
-        if want.quantity is not None:
-            checks.append(_near(f"{pre}.quantity", want.quantity, got.quantity,
-                                scenario.quantity_tolerance(got.symbol)))
-        if want.pnl is not None:
-            checks.append(_near(f"{pre}.pnl", want.pnl, got.pnl, ptol))
-    for vname, assets in exp.balances.items():
-        after = collected.ledgers_after.get(vname)
-        final = account_totals(after) if after is not None else {}
-        for asset, want_amount in assets.items():
-            tol = ptol if asset == scenario.quote else _asset_tolerance(scenario, asset)
-            if after is None:
-                checks.append(Check(f"balances.{vname}.{asset}", float(want_amount), "no ledger", False))
-            else:
-                checks.append(_near(f"balances.{vname}.{asset}", want_amount, final.get(asset, ZERO), tol))
+        checks.extend(_expected_execution(scenario, f"execution[{i}]", want,
+                                          executions[i] if i < len(executions) else None))
+    checks.extend(_expected_balances(scenario, collected))
 
     # what every run must satisfy
     checks.append(Check("settled", "every opportunity done, executions quiet 1 s",
@@ -350,17 +329,56 @@ def evaluate(scenario: Scenario, collected: Collected) -> Report:
     missing = sorted(set(unmarked) | {a for e in executions for a in e.unmarked})
     checks.append(Check("every changed asset has a mark", [], missing, not missing,
                         detail=f"add them to [marks]: {', '.join(missing)}" if missing else ""))
-    for vname in scenario.venues:
-        ledger = collected.ledgers_after.get(vname)
-        if ledger is None:
-            checks.append(Check(f"ledger conserved: {vname}", True, "no ledger", False))
-            continue
-        ok = bool(ledger.get("conserved")) and bool(ledger.get("locks_consistent", True))
-        bad = [a for a, row in (ledger.get("assets") or {}).items() if not row.get("conserved", True)]
-        checks.append(Check(f"ledger conserved: {vname}", True, ok, ok,
-                            detail=f"not conserved: {', '.join(bad)}" if bad else (
-                                "" if ok else "locks inconsistent")))
+    checks.extend(_ledger_conserved(vname, collected.ledgers_after.get(vname)) for vname in scenario.venues)
     return Report(scenario.name, checks, executions, pnl_total, collected.elapsed_s)
+
+
+def _expected_execution(scenario: Scenario, pre: str, want: ExpectedExecution,
+                        got: MeasuredExecution | None) -> list[Check]:
+    """One ``[[expect.execution]]`` against the execution measured at its position: each field it gives."""
+    if got is None:
+        return [Check(pre, "an execution", "none", False)]
+    checks = []
+    for key in ("kind", "symbol", "buy", "sell"):
+        expected = getattr(want, key)
+        if expected is not None:
+            measured = getattr(got, key)
+            checks.append(Check(f"{pre}.{key}", expected, measured, measured == expected))
+    if want.quantity is not None:
+        checks.append(_near(f"{pre}.quantity", want.quantity, got.quantity,
+                            scenario.quantity_tolerance(got.symbol)))
+    if want.pnl is not None:
+        checks.append(_near(f"{pre}.pnl", want.pnl, got.pnl, scenario.expect.pnl_tolerance))
+    return checks
+
+
+def _expected_balances(scenario: Scenario, collected: Collected) -> list[Check]:
+    """``[expect.balances]``: each listed asset's final account total on its venue, within tolerance.
+
+    The quote is held to the PnL tolerance, any other asset to its quantity tolerance.
+    """
+    ptol = scenario.expect.pnl_tolerance
+    checks = []
+    for vname, assets in scenario.expect.balances.items():
+        after = collected.ledgers_after.get(vname)
+        final = account_totals(after) if after is not None else {}
+        for asset, want_amount in assets.items():
+            tol = ptol if asset == scenario.quote else _asset_tolerance(scenario, asset)
+            if after is None:
+                checks.append(Check(f"balances.{vname}.{asset}", float(want_amount), "no ledger", False))
+            else:
+                checks.append(_near(f"balances.{vname}.{asset}", want_amount, final.get(asset, ZERO), tol))
+    return checks
+
+
+def _ledger_conserved(vname: str, ledger: dict[str, Any] | None) -> Check:
+    """The venue's ledger after the play conserves every asset and its locks are consistent."""
+    if ledger is None:
+        return Check(f"ledger conserved: {vname}", True, "no ledger", False)
+    ok = bool(ledger.get("conserved")) and bool(ledger.get("locks_consistent", True))
+    bad = [a for a, row in (ledger.get("assets") or {}).items() if not row.get("conserved", True)]
+    return Check(f"ledger conserved: {vname}", True, ok, ok,
+                 detail=f"not conserved: {', '.join(bad)}" if bad else ("" if ok else "locks inconsistent"))
 
 
 def _unseen_detail(collected: Collected, unseen: list[str]) -> str:

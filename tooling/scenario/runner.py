@@ -56,7 +56,6 @@ from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisError
 
-from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from shared.messages import (
     ARB_OPPORTUNITIES,
     MD_ORDERBOOKS,
@@ -66,10 +65,13 @@ from shared.messages import (
     OrderBook,
     now_ms,
 )
+from shared.rediskeys import DEFAULT_PREFIX
+from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from tooling.devstack import infra
 from tooling.devstack.infra import LOCALHOST, ProcessSpec
 from tooling.scenario.measure import Collected, Report, evaluate
 from tooling.scenario.spec import Scenario, ScenarioError, Venue, load
+from workers.arbitrage.settings import ArbitrageSettings
 
 T0_MS = 1_700_000_000_000  # the recordings' clock: a book at `at` is stamped T0 + at
 START_LEAD_MS = 300  # the replays start this long after the start request
@@ -88,8 +90,10 @@ FAST_SETTINGS = {
     "CSE_EXCHANGE_TIMEOUT_MS": "5000",
     "CSE_LOG_FORMAT": "json",
 }
-GROUPS = ("arbitrage-worker", "arbitrage-executor")
-TRIANGULAR_GROUP = "arbitrage-triangular"
+DETECTION_GROUP, EXECUTION_GROUP, TRIANGULAR_GROUP = (
+    ArbitrageSettings.model_fields[f].default
+    for f in ("group_id", "executor_group_id", "triangular_group_id"))
+GROUPS = (DETECTION_GROUP, EXECUTION_GROUP)
 
 
 class RunError(RuntimeError):
@@ -214,7 +218,7 @@ class Stack:
     replicas: list[tuple[Child, int]] = field(default_factory=list)  # (child, metrics port)
     main_port: int = 0
     partitions: int = DEFAULT_PARTITIONS
-    prefix: str = "cse:"
+    prefix: str = DEFAULT_PREFIX
     triangular: bool = False
 
 
@@ -291,7 +295,7 @@ class Runner:
                      "influx": f"http://{LOCALHOST}:{vm['http']}",
                      "venues": ",".join(f"{n}={u}" for n, u in urls.items())}
         stack = Stack(self.processes, endpoints, urls, venue_children, journals, partitions=partitions,
-                      prefix=sc.settings.get("CSE_REDIS_KEY_PREFIX", "cse:"),
+                      prefix=sc.settings.get("CSE_REDIS_KEY_PREFIX", DEFAULT_PREFIX),
                       triangular=sc.settings.get("CSE_ARB_TRIANGULAR", "").lower() in ("1", "true", "yes",
                                                                                           "on"))
         await self._create_topics(stack)
@@ -415,7 +419,7 @@ class Runner:
         self.say("settling...")
         started = time.monotonic()
         redis = _redis(stack.endpoints["redis"])
-        groups = {"arbitrage-worker": MD_ORDERBOOKS, "arbitrage-executor": ARB_OPPORTUNITIES}
+        groups = {DETECTION_GROUP: MD_ORDERBOOKS, EXECUTION_GROUP: ARB_OPPORTUNITIES}
         if stack.triangular:
             groups[TRIANGULAR_GROUP] = MD_ORDERBOOKS
         lookers = {}
@@ -447,7 +451,7 @@ class Runner:
                 open_ = [k for k, s in states.items() if s.get("state") != "done"]
                 if open_:
                     why = why or f"{len(open_)} opportunities not done"
-                looker = lookers["arbitrage-executor"]
+                looker = lookers[EXECUTION_GROUP]
                 etps = [TopicPartition(ORDERS_EXECUTIONS, p) for p in range(stack.partitions)]
                 end = sum((await looker.end_offsets(etps)).values())
                 if end != last_end:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from shared.gateway import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
+from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from tooling.venue_sim.symbols import (
     DEFAULT_CROSSES,
     DEFAULT_SYMBOLS,
@@ -192,32 +192,8 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
     """Parse and validate; raises :class:`UsageError` (or SystemExit(0) for ``--help``)."""
     ns = parser().parse_args(argv)
     quote = ns.quote.strip().upper()
-    try:
-        if ns.symbols is None:
-            symbols = [parse_symbol(s, quote) for s in DEFAULT_SYMBOLS if s != quote]
-            if quote == "USDT":
-                symbols += [parse_symbol(s, quote) for s in DEFAULT_CROSSES]
-        else:
-            symbols = [parse_symbol(s, quote) for s in ns.symbols.split(",") if s.strip()]
-    except ValueError as exc:
-        raise UsageError(f"argument --symbols: {exc}") from None
-    if not symbols:
-        raise UsageError("argument --symbols: no symbol given")
-    if len(set(symbols)) != len(symbols):
-        raise UsageError("argument --symbols: a symbol is listed twice")
-    balances: dict[str, Decimal] | None = None
-    if ns.balances is not None:
-        balances = {}
-        for item in (x.strip() for x in ns.balances.split(",") if x.strip()):
-            asset, sep, amount = item.partition("=")
-            asset = asset.strip().upper()
-            try:
-                value = Decimal(amount.strip())
-            except InvalidOperation:
-                value = Decimal(-1)
-            if not sep or not asset or not value.is_finite() or value < 0:
-                raise UsageError(f"argument --balances: {item!r} is not ASSET=AMOUNT (amount >= 0)")
-            balances[asset] = value
+    symbols = _symbols(ns.symbols, quote)
+    balances = _balances(ns.balances) if ns.balances is not None else None
     keys = [ns.api_key, *(k for k, _ in ns.account)]
     if len(set(keys)) != len(keys):
         raise UsageError("argument --account: an API key is used twice")
@@ -241,3 +217,37 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
         replay_start_ms=ns.replay_start_ms, order_latency_ms=ns.order_latency_ms, log_level=ns.log_level,
         log_format=ns.log_format,
     )
+
+
+def _symbols(arg: str | None, quote: str) -> list[tuple[str, str]]:
+    """``--symbols``, else the default markets in ``quote`` (plus crosses for USDT); >= 1, none twice."""
+    try:
+        if arg is None:
+            symbols = [parse_symbol(s, quote) for s in DEFAULT_SYMBOLS if s != quote]
+            if quote == "USDT":
+                symbols += [parse_symbol(s, quote) for s in DEFAULT_CROSSES]
+        else:
+            symbols = [parse_symbol(s, quote) for s in arg.split(",") if s.strip()]
+    except ValueError as exc:
+        raise UsageError(f"argument --symbols: {exc}") from None
+    if not symbols:
+        raise UsageError("argument --symbols: no symbol given")
+    if len(set(symbols)) != len(symbols):
+        raise UsageError("argument --symbols: a symbol is listed twice")
+    return symbols
+
+
+def _balances(arg: str) -> dict[str, Decimal]:
+    """``--balances``: comma-separated ``ASSET=AMOUNT`` with a finite amount >= 0 (a later one wins)."""
+    balances: dict[str, Decimal] = {}
+    for item in (x.strip() for x in arg.split(",") if x.strip()):
+        asset, sep, amount = item.partition("=")
+        asset = asset.strip().upper()
+        try:
+            value = Decimal(amount.strip())
+        except InvalidOperation:
+            value = Decimal(-1)
+        if not sep or not asset or not value.is_finite() or value < 0:
+            raise UsageError(f"argument --balances: {item!r} is not ASSET=AMOUNT (amount >= 0)")
+        balances[asset] = value
+    return balances

@@ -1,8 +1,8 @@
 """Binance error bodies: ``{"code": -2010, "msg": "..."}`` with the HTTP status Binance uses.
 
 The messages that ccxt matches exactly (insufficient balance, would-take for
-LIMIT_MAKER) are copied verbatim; ccxt maps the rest by code, so the codes matter more
-than the wording. See the table in ``/work/shared/notes/ccxt-binance-dialect.md``.
+LIMIT_MAKER) are copied verbatim; ccxt maps the rest by code (its ``binance.exceptions``
+table), so the codes matter more than the wording.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ import bisect
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -98,7 +99,11 @@ def _levels(raw: Any, where: str) -> list[tuple[float, float]]:
     return out
 
 
+_Entry = Callable[[Any, str], _SymbolData]  # symbol, where → that symbol's records (created on first use)
+
+
 def _load(path: Path, quote: str) -> dict[str, _SymbolData]:
+    """The records of ``path`` by symbol; the file name chooses the format (CSV or JSON lines)."""
     data: dict[str, _SymbolData] = {}
 
     def entry(symbol: Any, where: str) -> _SymbolData:
@@ -116,22 +121,33 @@ def _load(path: Path, quote: str) -> dict[str, _SymbolData]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ReplayError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        need = {"ts", "symbol", "bid", "ask"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise ReplayError(f"{path}: the header must have the columns ts,symbol,bid,ask "
-                              "(and optionally bid_qty,ask_qty)")
-        for n, row in enumerate(reader, 2):
-            where = f"{path}:{n}"
-            d = entry(row["symbol"], where)
-            bid, ask = _num(row["bid"], where), _num(row["ask"], where)
-            if not 0 < bid < ask:
-                raise ReplayError(f"{where}: need 0 < bid < ask, got {bid} and {ask}")
-            bq = _num(row["bid_qty"], where) if row.get("bid_qty") else None
-            aq = _num(row["ask_qty"], where) if row.get("ask_qty") else None
-            d.books.append((int(_num(row["ts"], where)), (bid, ask, bq, aq)))
-            d.first_price = d.first_price or (bid + ask) / 2
-        return data
+        _read_csv(path, text, entry)
+    else:
+        _read_json_lines(path, text, entry)
+    return data
+
+
+def _read_csv(path: Path, text: str, entry: _Entry) -> None:
+    """The CSV format: one top of book (``ts,symbol,bid,ask``, optional sizes) per row."""
+    reader = csv.DictReader(text.splitlines())
+    need = {"ts", "symbol", "bid", "ask"}
+    if not reader.fieldnames or not need <= set(reader.fieldnames):
+        raise ReplayError(f"{path}: the header must have the columns ts,symbol,bid,ask "
+                          "(and optionally bid_qty,ask_qty)")
+    for n, row in enumerate(reader, 2):
+        where = f"{path}:{n}"
+        d = entry(row["symbol"], where)
+        bid, ask = _num(row["bid"], where), _num(row["ask"], where)
+        if not 0 < bid < ask:
+            raise ReplayError(f"{where}: need 0 < bid < ask, got {bid} and {ask}")
+        bq = _num(row["bid_qty"], where) if row.get("bid_qty") else None
+        aq = _num(row["ask_qty"], where) if row.get("ask_qty") else None
+        d.books.append((int(_num(row["ts"], where)), (bid, ask, bq, aq)))
+        d.first_price = d.first_price or (bid + ask) / 2
+
+
+def _read_json_lines(path: Path, text: str, entry: _Entry) -> None:
+    """The JSON lines format: one symbol, book or candle object per line (blank and ``#`` lines skipped)."""
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -146,32 +162,45 @@ def _load(path: Path, quote: str) -> dict[str, _SymbolData]:
         kind = rec.get("type")
         d = entry(rec.get("symbol"), where)
         if kind == "symbol":
-            for key in ("tickSize", "stepSize", "minNotional"):
-                if key in rec:
-                    try:
-                        value = Decimal(str(rec[key]))
-                    except InvalidOperation:
-                        raise ReplayError(f"{where}: {key} {rec[key]!r} is not a number") from None
-                    if not value > 0:
-                        raise ReplayError(f"{where}: {key} must be > 0")
-                    d.meta[key] = value
+            _read_symbol_meta(d, rec, where)
         elif kind == "book":
-            bids, asks = _levels(rec.get("bids"), where), _levels(rec.get("asks"), where)
-            d.books.append((int(_num(rec.get("ts"), where)), (bids, asks)))
-            if d.first_price is None and bids and asks:
-                d.first_price = (bids[0][0] + asks[0][0]) / 2
+            _read_book(d, rec, where)
         elif kind == "candle":
-            interval = rec.get("interval")
-            if interval not in INTERVALS:
-                raise ReplayError(f"{where}: unknown interval {interval!r}")
-            values = [_num(rec.get(k), where) for k in ("open", "high", "low", "close", "volume")]
-            d.candles.setdefault(interval, []).append(
-                (int(_num(rec.get("openTime"), where)), *values))  # type: ignore[arg-type]
-            d.first_price = d.first_price or values[3]
+            _read_candle(d, rec, where)
         else:
             raise ReplayError(f"{where}: type must be symbol, book or candle, got {kind!r}")
-    return data
 
+
+def _read_symbol_meta(d: _SymbolData, rec: dict[str, Any], where: str) -> None:
+    """A ``symbol`` record: whichever of tick size, step size and minimum notional it gives, each > 0."""
+    for key in ("tickSize", "stepSize", "minNotional"):
+        if key in rec:
+            try:
+                value = Decimal(str(rec[key]))
+            except InvalidOperation:
+                raise ReplayError(f"{where}: {key} {rec[key]!r} is not a number") from None
+            if not value > 0:
+                raise ReplayError(f"{where}: {key} must be > 0")
+            d.meta[key] = value
+
+
+def _read_book(d: _SymbolData, rec: dict[str, Any], where: str) -> None:
+    """A ``book`` record: the full recorded depth at ``ts``."""
+    bids, asks = _levels(rec.get("bids"), where), _levels(rec.get("asks"), where)
+    d.books.append((int(_num(rec.get("ts"), where)), (bids, asks)))
+    if d.first_price is None and bids and asks:
+        d.first_price = (bids[0][0] + asks[0][0]) / 2
+
+
+def _read_candle(d: _SymbolData, rec: dict[str, Any], where: str) -> None:
+    """A ``candle`` record of a known interval, kept under its open time."""
+    interval = rec.get("interval")
+    if interval not in INTERVALS:
+        raise ReplayError(f"{where}: unknown interval {interval!r}")
+    values = [_num(rec.get(k), where) for k in ("open", "high", "low", "close", "volume")]
+    d.candles.setdefault(interval, []).append(
+        (int(_num(rec.get("openTime"), where)), *values))  # type: ignore[arg-type]
+    d.first_price = d.first_price or values[3]
 
 class ReplaySource:
     """Books and candles replayed from a file (format in the module docstring)."""

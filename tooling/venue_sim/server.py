@@ -37,6 +37,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -173,6 +174,7 @@ class Venue:
         self.started_ms = start
         self.ticks = 0
         self.requests = 0
+        self.in_flight = 0  # requests received and not answered yet (latency included)
         self._exchange_info: list[dict[str, Any]] = [self._symbol_info(s) for s in specs]
         self.routes: dict[str, dict[str, Endpoint]] = self._routes()
         self.tick(start)
@@ -207,6 +209,13 @@ class Venue:
         return app
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._dispatch(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         path = request.path
         endpoints = self.routes.get(path)
@@ -569,6 +578,7 @@ class Venue:
         cfg = self.config
         return {"name": cfg.name, "seed": cfg.seed, "now": call.now, "ticks": self.ticks,
                 "requests": self.requests, "fills": self.engine.fills,
+                "inFlight": self.in_flight - 1,  # other than this one: a client may wait for 0
                 "mode": "replay" if cfg.replay else "model", "noiseBps": cfg.noise_bps,
                 "priceOffsetBps": cfg.price_offset_bps, "lagMs": cfg.lag_ms, "symbols": symbols}
 
@@ -620,29 +630,9 @@ class Venue:
         if extra:  # stopPrice, icebergQty, trailingDelta...: not for the order types we take
             raise errors.not_required(extra[0])
         if otype != MARKET:  # LIMIT and LIMIT_MAKER
-            if otype == LIMIT_MAKER:
-                if tif is not None:
-                    raise errors.not_required("timeInForce")
-            elif tif is None:
-                raise errors.mandatory("timeInForce")
-            elif tif not in TIME_IN_FORCE:
-                raise ApiError(-1115, "Invalid timeInForce.")
-            if price is None:
-                raise errors.mandatory("price")
-            if qty is None:
-                raise errors.mandatory("quantity")
-            if quote_qty is not None:
-                raise errors.not_required("quoteOrderQty")
+            _check_limit_params(otype, tif, price, qty, quote_qty)
         else:
-            if tif is not None:
-                raise errors.not_required("timeInForce")
-            if price is not None:
-                raise errors.not_required("price")
-            if qty is None and quote_qty is None:
-                raise ApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both "
-                                      "were empty/null!")
-            if qty is not None and quote_qty is not None:
-                raise errors.bad_combination()
+            _check_market_params(tif, price, qty, quote_qty)
         assert spec is not None and side is not None
         args = {"side": side, "otype": otype, "tif": tif, "qty": qty, "quote_qty": quote_qty,
                 "price": price, "client_id": client_id}
@@ -770,4 +760,36 @@ class Venue:
 
 def _client_id_ok(value: str) -> bool:
     return 1 <= len(value) <= 36 and all(c.isascii() and (c.isalnum() or c in "._:/-") for c in value)
+
+
+def _check_limit_params(otype: str, tif: str | None, price: Decimal | None, qty: Decimal | None,
+                        quote_qty: Decimal | None) -> None:
+    """LIMIT and LIMIT_MAKER: a price and a quantity, no quoteOrderQty; a timeInForce for LIMIT only."""
+    if otype == LIMIT_MAKER:
+        if tif is not None:
+            raise errors.not_required("timeInForce")
+    elif tif is None:
+        raise errors.mandatory("timeInForce")
+    elif tif not in TIME_IN_FORCE:
+        raise ApiError(-1115, "Invalid timeInForce.")
+    if price is None:
+        raise errors.mandatory("price")
+    if qty is None:
+        raise errors.mandatory("quantity")
+    if quote_qty is not None:
+        raise errors.not_required("quoteOrderQty")
+
+
+def _check_market_params(tif: str | None, price: Decimal | None, qty: Decimal | None,
+                         quote_qty: Decimal | None) -> None:
+    """MARKET: exactly one of quantity and quoteOrderQty; no price, no timeInForce."""
+    if tif is not None:
+        raise errors.not_required("timeInForce")
+    if price is not None:
+        raise errors.not_required("price")
+    if qty is None and quote_qty is None:
+        raise ApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both "
+                              "were empty/null!")
+    if qty is not None and quote_qty is not None:
+        raise errors.bad_combination()
 

@@ -36,22 +36,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter, Gauge
 
 from shared.errors import CseError, TransientError
 from shared.gateway import Gateway
 from shared.logs import get_logger
-from workers.arbitrage.detect import split_symbol
+from shared.messages import split_symbol
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
+from workers.arbitrage.metrics import DISAGREEMENTS, READS, VIEW_AGE
 
 log = get_logger("arbitrage.balances")
-
-DISAGREEMENTS = Counter("cse_arb_balance_disagreements_total",
-                        "Assets whose venue balance differed from the workers' view at a read",
-                        ["venue"])
-READS = Counter("cse_arb_balance_reads_total", "Balance reads by result (applied, busy, failed)",
-                ["venue", "result"])
-VIEW_AGE = Gauge("cse_arb_balance_view_age_seconds", "Time since the venue's balance was last read",
-                 ["venue"])
 
 APPLIED_KEEP_MS = 86_400_000  # remember applied client ids for a day
 TOLERANCE = 1e-9  # relative, plus the same absolute: float noise between the view and the venue
@@ -215,11 +208,11 @@ def order_deltas(order: dict[str, Any], symbol: str) -> dict[str, float]:
 class BalanceBook:
     """See the module docstring."""
 
-    def __init__(self, client: aioredis.Redis, venues: Iterable[str], *, prefix: str = "cse:",
+    def __init__(self, client: aioredis.Redis, venues: Iterable[str], *, prefix: str = DEFAULT_PREFIX,
                  read_interval_s: float = 5.0, refresh_s: float = 0.5):
         self.client = client
         self.venues = list(venues)
-        self.prefix = f"{prefix}arb:"
+        self.keys = RedisKeys(prefix)
         self.read_interval_s = read_interval_s
         self.refresh_s = refresh_s
         self.local: dict[str, dict[str, float]] = {}  # venue → asset → free minus reservations
@@ -232,8 +225,7 @@ class BalanceBook:
         self._release = client.register_script(_RELEASE)
 
     def _keys(self, venue: str) -> tuple[str, str, str, str]:
-        p = self.prefix
-        return f"{p}bal:{venue}", f"{p}inflight:{venue}", f"{p}applied:{venue}", f"{p}res:{venue}"
+        return self.keys.arb_balances(venue)
 
     # --- for detection ------------------------------------------------------------------------
 
@@ -368,7 +360,7 @@ class BalanceBook:
                 if time.monotonic() >= next_read:
                     next_read = time.monotonic() + self.read_interval_s
                     for venue in self.venues:
-                        lease = f"{self.prefix}balread:{venue}"
+                        lease = self.keys.arb_balance_read(venue)
                         known = await self.client.exists(self._keys(venue)[0])
                         if not known or await self.client.set(
                                 lease, owner, nx=True, px=max(1, int(self.read_interval_s * 900))):

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from shared.messages import BookHead, Level, Opportunity, OrderBook, levels
+from shared.messages import BookHead, Level, Opportunity, OrderBook, levels, split_symbol
 
 DEFAULT_TAKER_FEE = 0.001
 INF = math.inf
@@ -111,7 +111,8 @@ def walk(asks: Levels, bids: Levels, fee_buy: float, fee_sell: float, slippage_b
     of buy notional (Σ a·q). Returns None when no unit is profitable or a cap is zero.
 
     A tight loop rather than numpy: with 20 levels and profit usually ending within the first
-    level or two, it is several times faster than cumsum/searchsorted (see ``bench.py``).
+    level or two, it is several times faster than cumsum/searchsorted (``cse bench arbitrage``,
+    tooling/bench/arbitrage.py).
     """
     asks = _as_list(asks)
     bids = _as_list(bids)
@@ -170,12 +171,22 @@ def walk(asks: Levels, bids: Levels, fee_buy: float, fee_sell: float, slippage_b
         base_room -= take
         qa -= take  # exactly 0.0 for the level that bounded the step
         qb -= take
+    return _profitable_fill(qty, cost, proceeds, wa, wb, kb, ks, fee_buy, fee_sell)
+
+
+def _profitable_fill(qty: float, cost: float, proceeds: float, buy_worst: float, sell_worst: float,
+                     kb: float, ks: float, fee_buy: float, fee_sell: float) -> WalkResult | None:
+    """The walk's fill priced after both fees and the slippage buffer; None unless it nets a profit.
+
+    ``cost``/``proceeds`` are Σ a·q and Σ b·q at book prices; ``kb``/``ks`` the per-unit cost
+    and proceeds factors the walk priced the margin with.
+    """
     if qty <= 0.0:
         return None
     net = proceeds * ks - cost * kb
     if net <= 0.0:
         return None
-    return WalkResult(qty, cost / qty, proceeds / qty, wa, wb, proceeds - cost, net,
+    return WalkResult(qty, cost / qty, proceeds / qty, buy_worst, sell_worst, proceeds - cost, net,
                       net / cost * 1e4, cost * fee_buy + proceeds * fee_sell)
 
 
@@ -203,12 +214,6 @@ def opportunity_id(kind: str, *parts: Any) -> str:
     """A short hex digest of ``kind`` and ``parts``: stable across processes (unlike hash())."""
     text = "|".join([kind, *map(str, parts)])
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def split_symbol(symbol: str) -> tuple[str, str]:
-    """("BTC", "USDT") for "BTC/USDT" (and for the ccxt contract form "BTC/USDT:USDT")."""
-    base, _, quote = symbol.partition("/")
-    return base, quote.partition(":")[0]
 
 
 class _Symbol:

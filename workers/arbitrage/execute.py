@@ -47,36 +47,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter, Gauge, Histogram
 
+from shared import names
 from shared.audit import audit
 from shared.bus import Bus
 from shared.errors import CseError, ExchangeRejected, ExchangeUnavailable, TransientError
 from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.logs import get_logger
-from shared.messages import ORDERS_EXECUTIONS, Execution, Opportunity, OpportunityLeg, now_ms
+from shared.messages import ORDERS_EXECUTIONS, Opportunity, OpportunityLeg, now_ms, split_symbol
+from shared.orders import Source, execution_report, planned_report, quote_fee
 from shared.precision import amount_floor, limit_price, min_amount
 from shared.timeseries import TimeSeriesWriter
 from workers.arbitrage.balances import BalanceBook, order_deltas
-from workers.arbitrage.detect import DetectorConfig, split_symbol, walk
+from workers.arbitrage.detect import DetectorConfig, walk
 from workers.arbitrage.ledger import ExecutionLedger
+from workers.arbitrage.metrics import DRIFT, EXECUTIONS, HEDGES, LEG_LATENCY, REALISED_PNL, REVALIDATIONS
 from workers.arbitrage.triangular import Leg, walk_cycle
 
 log = get_logger("arbitrage.execute")
-
-EXECUTIONS = Counter("cse_arb_executions_total", "Opportunities handled by outcome", ["outcome"])
-LEG_LATENCY = Histogram("cse_arb_leg_latency_seconds", "Order round trip of a leg", ["venue"],
-                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-REALISED_PNL = Gauge("cse_arb_realised_pnl", "Realised PnL since start (quote currency)",
-                     ["symbol", "buy_venue", "sell_venue"])
-HEDGES = Counter("cse_arb_hedges_total", "Residual hedges by result", ["result"])
-REVALIDATIONS = Counter("cse_arb_revalidations_total",
-                        "Opportunities checked against fresh books before execution, by result "
-                        "(kept: books fresh enough; refetched: re-sized on fresh books; dropped)",
-                        ["result"])
-DRIFT = Counter("cse_arb_drift_total", "Inventory left to the rebalancer, by reason (hedge_short, dust)",
-                ["reason"])
 
 EPS = 1e-12
 FILLED = ("both_legs", "all_legs", "one_leg")  # outcomes where something was traded
@@ -105,6 +94,7 @@ class LegResult:
     price: float | None = None
     order: dict[str, Any] | None = None
     error: str | None = None
+    refused: bool = False  # the venue said no (reported "rejected"; other errors are "failed")
     deltas: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -135,21 +125,6 @@ def cycle_ids(opportunity_id: str) -> tuple[list[str], dict[int, str]]:
     """Client order ids of a triangle's three legs, and of the unwinds through legs 1 and 3."""
     stem = f"cse{opportunity_id[:24]}"
     return [f"{stem}t1", f"{stem}t2", f"{stem}t3"], {0: f"{stem}u1", 2: f"{stem}u3"}
-
-
-def quote_fee(order: dict[str, Any] | None, symbol: str) -> float:
-    """The order's fees in quote currency (a fee in base is valued at the order's price)."""
-    if not order:
-        return 0.0
-    base, quote = split_symbol(symbol)
-    fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
-    price = float(order.get("average") or order.get("price") or 0.0)
-    total = 0.0
-    for fee in fees:
-        cost = float(fee.get("cost") or 0.0)
-        currency = fee.get("currency")
-        total += cost if currency == quote else cost * price if currency == base else 0.0
-    return total
 
 
 def _legs_in(symbol: str, side: str) -> tuple[str, str]:
@@ -500,7 +475,7 @@ class Executor:
                 venue, symbol, "limit", side, amount, price, client_order_id=client_order_id,
                 params={"timeInForce": "IOC"})
         except ExchangeRejected as exc:
-            leg.error = str(exc)[:300]
+            leg.error, leg.refused = str(exc)[:300], True
         except ExchangeUnavailable as exc:
             # outcome unknown: one last look; if the venue cannot tell, the in-flight mark stays
             # until it lapses (the view is then re-read) and a redelivery settles by lookup
@@ -514,7 +489,7 @@ class Executor:
         if settled:
             await self._apply(leg)
         order = leg.order or {}
-        audit("order", actor="arbitrage-worker", outcome=str(order.get("status") or "failed"), venue=venue,
+        audit("order", actor=names.ARBITRAGE, outcome=str(order.get("status") or "failed"), venue=venue,
               symbol=symbol, side=side, amount=amount, price=price, filled=order.get("filled"),
               client_order_id=client_order_id, error=leg.error, opportunity=opp_id)
         return leg
@@ -589,24 +564,11 @@ class Executor:
                                                  "sell_venue": opp.sell_venue, "kind": opp.kind},
                             {"pnl": pnl})
 
-    async def _publish(self, opp_id: str, leg: LegResult, source: str) -> None:
-        order = leg.order or {}
-        status = order.get("status")
-        if leg.order is None:
-            mapped = "rejected" if leg.error and "never placed" not in leg.error else "failed"
-        elif leg.filled >= leg.amount * (1 - 1e-9) and leg.filled > 0:
-            mapped = "filled"
-        elif leg.filled > 0:
-            mapped = "partial"
-        else:
-            mapped = {"canceled": "canceled", "expired": "canceled", "rejected": "rejected"}.get(
-                str(status), "open" if status == "open" else "canceled")
-        await self.bus.send(ORDERS_EXECUTIONS, Execution(
-            id=leg.client_order_id, source=source, parent_id=opp_id, venue=leg.venue,  # type: ignore[arg-type]
-            symbol=leg.symbol, side=leg.side, client_order_id=leg.client_order_id,  # type: ignore[arg-type]
-            status=mapped, amount=leg.amount, filled=leg.filled, average=leg.average,
-            fee=quote_fee(leg.order, leg.symbol), fee_currency=split_symbol(leg.symbol)[1],
-            order_id=str(order["id"]) if order.get("id") else None, error=leg.error, ts_ms=now_ms()))
+    async def _publish(self, opp_id: str, leg: LegResult, source: Source) -> None:
+        await self.bus.send(ORDERS_EXECUTIONS, execution_report(
+            leg.order, source=source, parent_id=opp_id, venue=leg.venue, symbol=leg.symbol,
+            side=leg.side, client_order_id=leg.client_order_id, amount=leg.amount,  # type: ignore[arg-type]
+            refused=leg.refused, error=leg.error))
 
     async def _publish_plan(self, opp: Opportunity) -> None:
         """Dry run: what would be sent, as ``planned`` reports; no exchange is touched."""
@@ -622,7 +584,6 @@ class Executor:
                        (opp.sell_venue, opp.symbol, "sell", sell_id, opp.quantity,
                         opp.sell_worst * (1 - self.slip))]
         for venue, symbol, side, cid, amount, price in planned:
-            await self.bus.send(ORDERS_EXECUTIONS, Execution(
-                id=cid, source="arbitrage", parent_id=opp.id, venue=venue, symbol=symbol,
-                side=side, client_order_id=cid, status="planned", amount=amount,  # type: ignore[arg-type]
-                average=price, dry_run=True, ts_ms=now_ms()))
+            await self.bus.send(ORDERS_EXECUTIONS, planned_report(
+                source="arbitrage", parent_id=opp.id, venue=venue, symbol=symbol, side=side,  # type: ignore[arg-type]
+                client_order_id=cid, amount=amount, price=price))

@@ -27,6 +27,8 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
+
 Begin = Literal["new", "recover", "busy", "done"]
 
 _BEGIN = """
@@ -83,20 +85,20 @@ return 1
 
 
 class ExecutionLedger:
-    def __init__(self, client: aioredis.Redis, *, owner: str, prefix: str = "cse:",
+    def __init__(self, client: aioredis.Redis, *, owner: str, prefix: str = DEFAULT_PREFIX,
                  lease_s: float = 30.0, keep_s: float = 7 * 86_400):
         self.client = client
         self.owner = owner
-        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.lease_ms = int(lease_s * 1000)
         self.keep_ms = int(keep_s * 1000)
-        self.drift_key = f"{prefix}arb:drift"
+        self.drift_key = self.keys.arb_drift()
         self._begin = client.register_script(_BEGIN)
         self._lock = client.register_script(_LOCK)
         self._unlock = client.register_script(_UNLOCK)
 
     def _key(self, opportunity_id: str) -> str:
-        return f"{self.prefix}arb:opp:{opportunity_id}"
+        return self.keys.arb_opportunity(opportunity_id)
 
     async def begin(self, opportunity_id: str) -> Begin:
         result = await self._begin(keys=[self._key(opportunity_id)],
@@ -104,8 +106,8 @@ class ExecutionLedger:
         return result.decode() if isinstance(result, bytes) else result  # type: ignore[no-any-return]
 
     def _pair_keys(self, pairs: list[tuple[str, str]]) -> list[str]:
-        return ([f"{self.prefix}arb:pair:{v}|{s}" for v, s in pairs]
-                + [f"{self.prefix}arb:touch:{v}|{s}" for v, s in pairs])
+        return ([self.keys.arb_pair(v, s) for v, s in pairs]
+                + [self.keys.arb_touch(v, s) for v, s in pairs])
 
     async def lock_pairs(self, opportunity_id: str, pairs: list[tuple[str, str]]) -> list[int] | None:
         """Lock the (venue, symbol) pairs an execution trades, for the lease; returns when

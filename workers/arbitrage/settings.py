@@ -5,11 +5,13 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.gateway import VenueSettings
-from shared.settings import CommonSettings, _Part
+from shared import names
+from shared.settings import CommonSettings, SettingsPart, VenueSettings, split_list, split_pairs
+
+FEE_FORM = "venue=fee with 0 <= fee < 0.1"
 
 
-class ArbitrageParams(_Part):
+class ArbitrageParams(SettingsPart):
     """Detection and execution (``CSE_ARB_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_ARB_")
@@ -33,29 +35,29 @@ class ArbitrageParams(_Part):
     @field_validator("taker_fees")
     @classmethod
     def _fees_parse(cls, value: str) -> str:
-        for item in (p.strip() for p in value.split(",") if p.strip()):
-            venue, sep, fee = item.partition("=")
+        for venue, fee in split_pairs(value, FEE_FORM):
             try:
-                ok = bool(sep and venue.strip()) and 0 <= float(fee) < 0.1
+                ok = 0 <= float(fee) < 0.1
             except ValueError:
                 ok = False
             if not ok:
-                raise ValueError(f"{item!r} is not venue=fee with 0 <= fee < 0.1")
+                raise ValueError(f"{f'{venue}={fee}'!r} is not {FEE_FORM}")
         return value
 
     def fee_map(self) -> dict[str, float]:
-        fees: dict[str, float] = {}
-        for item in (p.strip() for p in self.taker_fees.split(",") if p.strip()):
-            venue, _, fee = item.partition("=")
-            fees[venue.strip()] = float(fee)
-        return fees
+        return {venue: float(fee) for venue, fee in split_pairs(self.taker_fees, FEE_FORM)}
+
+    @property
+    def start_currencies(self) -> tuple[str, ...]:
+        return tuple(split_list(self.triangular_start))
 
 
 class ArbitrageSettings(CommonSettings):
     """Settings of the arbitrage-worker service."""
 
     default_metrics_port: ClassVar[int] = 9003
-    group_id: str = "arbitrage-worker"
+    group_id: str = names.ARBITRAGE
     executor_group_id: str = "arbitrage-executor"
+    triangular_group_id: str = "arbitrage-triangular"
     arb: ArbitrageParams = Field(default_factory=ArbitrageParams)
     venues: VenueSettings = Field(default_factory=VenueSettings)

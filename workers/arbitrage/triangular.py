@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.messages import Opportunity, OpportunityLeg, OrderBook
-from workers.arbitrage.detect import DEFAULT_TAKER_FEE, Balances, Levels, opportunity_id, split_symbol
+from shared.messages import Opportunity, OpportunityLeg, OrderBook, split_symbol
+from workers.arbitrage.detect import DEFAULT_TAKER_FEE, Balances, Levels, opportunity_id
 
 INF = math.inf
 
@@ -77,13 +77,11 @@ def walk_cycle(legs: Sequence[Leg], slippage_bps: float, max_input: float = INF)
     books = [lg.levels.reshape(-1, 2).tolist() if isinstance(lg.levels, np.ndarray) else lg.levels
              for lg in legs]
     keep = [(1.0 - lg.fee) * (1.0 - slip) for lg in legs]
+    tops = _top_levels(books)
+    if tops is None:
+        return None
+    price, rem = tops  # rem: base left at the current level
     idx = [0] * n
-    price = [0.0] * n
-    rem = [0.0] * n  # base left at the current level
-    for k in range(n):
-        if not books[k]:
-            return None
-        price[k], rem[k] = books[k][0]
     base = [0.0] * n
     notional = [0.0] * n
     worst = [0.0] * n
@@ -129,12 +127,32 @@ def walk_cycle(legs: Sequence[Leg], slippage_bps: float, max_input: float = INF)
             rem[k] -= q
         if bind < 0:
             break  # max_input reached
+    return _gaining_cycle(legs, x, y, base, notional, worst)
+
+
+def _top_levels(books: Sequence[Sequence[Sequence[float]]]) -> tuple[list[float], list[float]] | None:
+    """Price and quantity of every leg's best level, where the walk starts; None if a book is empty."""
+    price = [0.0] * len(books)
+    qty = [0.0] * len(books)
+    for k, book in enumerate(books):
+        if not book:
+            return None
+        price[k], qty[k] = book[0]
+    return price, qty
+
+
+def _gaining_cycle(legs: Sequence[Leg], x: float, y: float, base: list[float], notional: list[float],
+                   worst: list[float]) -> CycleResult | None:
+    """The walked cycle (``x`` in, ``y`` out, per-leg totals) as a result; None unless it gains.
+
+    The gross profit is what the same fills return at book prices, without fees or slippage.
+    """
     if x <= 0.0 or y <= x:
         return None
     gross_rate = 1.0
-    for k in range(n):
-        gross_rate *= base[k] / notional[k] if legs[k].buy else notional[k] / base[k]
-    fills = tuple(LegFill(base[k], notional[k], notional[k] / base[k], worst[k]) for k in range(n))
+    for k, leg in enumerate(legs):
+        gross_rate *= base[k] / notional[k] if leg.buy else notional[k] / base[k]
+    fills = tuple(LegFill(base[k], notional[k], notional[k] / base[k], worst[k]) for k in range(len(legs)))
     return CycleResult(x, y, x * gross_rate - x, y - x, (y - x) / x * 1e4, fills)
 
 

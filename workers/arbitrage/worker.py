@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter
 
 from shared.bus import Bus, ConsumerLoop, Handler
 from shared.coordination import LeaderElector, LeaderLock, default_owner
@@ -30,26 +29,16 @@ from shared.halt import Halt, HaltWatch
 from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, MD_ORDERBOOKS, BookHead, OrderBook, now_ms
-from shared.metrics import LoopHistogram
 from shared.runtime import consume_until_stopped, consumer, open_services
 from workers.arbitrage.balances import BalanceBook
 from workers.arbitrage.detect import Balances, CrossVenueDetector, DetectorConfig
 from workers.arbitrage.execute import ExecutionPolicy, Executor
 from workers.arbitrage.ledger import ExecutionLedger
+from workers.arbitrage.metrics import DECISION_LATENCY, EDGE, OPPORTUNITIES
 from workers.arbitrage.settings import ArbitrageSettings
 from workers.arbitrage.triangular import TriangularDetector
 
 log = get_logger("arbitrage")
-
-OPPORTUNITIES = Counter("cse_arb_opportunities_total", "Opportunities found",
-                        ["symbol", "buy_venue", "sell_venue", "kind"])
-# observed for every book: hot-path histograms (shared.metrics.LoopHistogram)
-EDGE = LoopHistogram("cse_arb_edge_bps", "Net edge of the opportunities found",
-                     (1, 2, 5, 10, 20, 50, 100, 200, 500))
-DECISION_LATENCY = LoopHistogram(
-    "cse_arb_decision_latency_seconds", "Book received by ingest to detection done",
-    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), scale=1000)  # observed in ms
-
 
 async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: Any,
                      sizing: Balances | None) -> None:
@@ -57,7 +46,7 @@ async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: 
     partitioning: one replica, elected, runs it over the whole order-book topic."""
     p = settings.arb
     detector = TriangularDetector(fee=p.fee_map(), default_fee=p.taker_fee, slippage_bps=p.slippage_bps,
-                                  start_currencies=tuple(c.strip() for c in p.triangular_start.split(",")),
+                                  start_currencies=p.start_currencies,
                                   min_edge_bps=p.min_edge_bps, max_notional=p.max_notional,
                                   min_profit=p.min_profit, stale_ms=p.stale_ms)
 
@@ -73,8 +62,9 @@ async def triangular(ctx: WorkerContext, settings: ArbitrageSettings, services: 
 
     async def elected(_token: int) -> None:
         nonlocal loop, running
-        loop = consumer(services, settings, [MD_ORDERBOOKS], "arbitrage-triangular", on_book)
-        loop.auto_offset_reset = "latest"
+        # an elected replica starts at the newest books: older ones are stale for detection
+        loop = consumer(services, settings, [MD_ORDERBOOKS], settings.triangular_group_id, on_book,
+                        auto_offset_reset="latest")
         running = asyncio.create_task(loop.run())
 
     async def lost() -> None:

@@ -31,19 +31,20 @@ from aiohttp import web
 from aiokafka import ConsumerRecord
 from redis.exceptions import RedisError
 
+from shared import names
 from shared.audit import AuditTrail
 from shared.coordination import LeaderLock
-from shared.errors import CseError, TransientError
+from shared.errors import AllocationError, CseError, PlanError, TransientError
 from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import ARB_OPPORTUNITIES, ORDERS_EXECUTIONS, PORTFOLIO_REBALANCE, now_ms
-from shared.portfolio import monitor_key
+from shared.rediskeys import RedisKeys
 from workers.main.openapi import spec
 from workers.main.settings import MainSettings
 from workers.main.status_page import PAGE
 from workers.rebalancer import engine as eng
-from workers.rebalancer.loop import LOCK, TRIGGER
+from workers.rebalancer.loop import LOCK
 
 log = get_logger("api")
 
@@ -72,6 +73,7 @@ class Api:
         self.health = health
         prefix = settings.redis.key_prefix
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.halt = Halt(redis, prefix)
         self.trail = AuditTrail(redis, prefix)
         self.lock = LeaderLock(redis, LOCK, prefix=prefix)
@@ -80,7 +82,7 @@ class Api:
 
     # -- recent feeds (filled by the API's consumer group) -----------------------------------
     def recent_key(self, topic: str) -> str:
-        return f"{self.prefix}recent:{topic}"
+        return self.keys.recent(topic)
 
     async def remember(self, message: object, record: ConsumerRecord) -> None:
         """Consumer handler: keep the newest ``recent_size`` messages of each feed in Redis."""
@@ -107,10 +109,10 @@ class Api:
                                          self.settings.venues.symbol_list)
             try:
                 message, plan = await engine.cycle(f"preview-{int(time.time())}", preview=True)
-            except CseError as exc:
-                raise ApiError(502, f"could not compute the plan: {str(exc)[:300]}") from exc
-            except (ValueError, ArithmeticError) as exc:
+            except (AllocationError, PlanError) as exc:  # the portfolio's data admit no plan
                 raise ApiError(422, f"could not compute the plan: {str(exc)[:300]}") from exc
+            except CseError as exc:  # a venue, the broker or the store failed
+                raise ApiError(502, f"could not compute the plan: {str(exc)[:300]}") from exc
             doc = {**msgspec.to_builtins(message), "total_value": plan.total_value,
                    "est_cost": plan.est_cost, "skipped_min_notional": plan.skipped_min_notional,
                    "skipped_max_orders": plan.skipped_max_orders, "within_band": plan.within_band}
@@ -224,7 +226,7 @@ async def status(request: web.Request) -> web.Response:
     plans = await api.recent(PORTFOLIO_REBALANCE, 1)
     checks = await api.health.ready()
     return web.json_response({
-        "service": "cryptospreadedge-main",
+        "service": names.MAIN,
         "ts_ms": now_ms(),
         "halt": await api.halt.state(),
         "portfolio": portfolio,
@@ -236,7 +238,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def _portfolio_doc(api: Api) -> dict[str, Any] | None:
-    raw = await api.redis.get(monitor_key(api.prefix, api.settings.monitor.account, "latest"))
+    raw = await api.redis.get(api.keys.monitor(api.settings.monitor.account, "latest"))
     return json.loads(raw) if raw else None
 
 
@@ -295,7 +297,7 @@ async def rebalance_trigger(request: web.Request) -> web.Response:
     if not api.settings.rebalance.enabled:
         await api.trail.record("rebalance.trigger", actor=actor, outcome="refused", reason=reason)
         raise ApiError(409, "rebalancing is disabled (CSE_REBALANCE_ENABLED=0)")
-    await api.redis.set(f"{api.prefix}{TRIGGER}", actor, ex=600)
+    await api.redis.set(api.keys.rebalance_trigger(), actor, ex=600)
     holder = await api.lock.holder()
     await api.trail.record("rebalance.trigger", actor=actor, outcome="accepted", reason=reason)
     return web.json_response({"requested": True, "leader": holder[0] if holder else None,

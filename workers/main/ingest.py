@@ -21,39 +21,17 @@ import hashlib
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
 from shared.coordination import WorkShare
 from shared.errors import CseError, TransientError
 from shared.gateway import Gateway
 from shared.logs import get_logger
 from shared.messages import MD_ORDERBOOKS, OrderBook, now_ms
+from shared.rediskeys import DEFAULT_PREFIX
 from shared.runtime import Services
-from shared.settings import _Part
+from workers.main.metrics import BOOK_AGE, BOOKS_PUBLISHED, BOOKS_UNCHANGED, FETCH_ERRORS, PAIRS_OWNED
+from workers.main.settings import IngestSettings
 
 log = get_logger("ingest")
-
-BOOKS_PUBLISHED = Counter("cse_md_books_published_total", "Order books published", ["venue"])
-BOOKS_UNCHANGED = Counter("cse_md_books_unchanged_total", "Books skipped as unchanged", ["venue"])
-FETCH_ERRORS = Counter("cse_md_fetch_errors_total", "Failed order-book fetches", ["venue"])
-BOOK_AGE = Gauge("cse_md_book_age_seconds",
-                 "Age of the freshest book from the venue (venue timestamp)", ["venue"])
-PAIRS_OWNED = Gauge("cse_md_pairs_owned", "Venue/symbol pairs this replica polls")
-
-
-class IngestSettings(_Part):
-    """Market-data ingest in the main service."""
-
-    model_config = SettingsConfigDict(env_prefix="CSE_INGEST_")
-
-    enabled: bool = True
-    interval_s: float = Field(0.5, gt=0, le=60, description="seconds between polls of a pair")
-    depth: int = Field(20, ge=1, le=1000, description="levels per side")
-    lease_ttl_s: float = Field(6.0, ge=1, le=300)
-    tsdb_interval_s: float = Field(1.0, ge=0, le=3600, description="0 disables")
-
 
 def pair_key(venue: str, symbol: str) -> str:
     return f"{venue}|{symbol}"
@@ -88,7 +66,7 @@ class Ingest:
     """Polls the pairs this replica owns and publishes their books."""
 
     def __init__(self, settings: IngestSettings, gateway: Gateway, services: Services,
-                 symbols: list[str], *, prefix: str = "cse:", member: str | None = None):
+                 symbols: list[str], *, prefix: str = DEFAULT_PREFIX, member: str | None = None):
         self.settings = settings
         self.gateway = gateway
         self.services = services
@@ -156,7 +134,7 @@ class Ingest:
         key = pair_key(venue, symbol)
         try:
             verdict = await self.share.gate(key, book_id(raw))
-        except Exception as exc:  # Redis away: without the gate we cannot rule out duplicates
+        except TransientError as exc:  # Redis away: without the gate we cannot rule out duplicates
             log.warning("ingest_gate_failed", error=repr(exc)[:200])
             return False
         if verdict == 0:

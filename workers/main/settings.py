@@ -3,13 +3,24 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import Port, _Part
-from workers.main.ingest import IngestSettings
+from shared.settings import Port, SettingsPart
 from workers.monitor.settings import MonitorParams
 from workers.rebalancer.settings import RebalancerSettings
 
 
-class ApiSettings(_Part):
+class IngestSettings(SettingsPart):
+    """Market-data ingest in the main service."""
+
+    model_config = SettingsConfigDict(env_prefix="CSE_INGEST_")
+
+    enabled: bool = True
+    interval_s: float = Field(0.5, gt=0, le=60, description="seconds between polls of a pair")
+    depth: int = Field(20, ge=1, le=1000, description="levels per side")
+    lease_ttl_s: float = Field(6.0, ge=1, le=300)
+    tsdb_interval_s: float = Field(1.0, ge=0, le=3600, description="0 disables")
+
+
+class ApiSettings(SettingsPart):
     """The HTTP API of the main service."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_API_")

@@ -5,8 +5,8 @@ import asyncio
 from aiohttp import web
 
 from shared.gateway import open_gateway
+from shared.health import build_app
 from shared.lifecycle import WorkerContext
-from shared.metrics import build_app
 from shared.runtime import consumer, open_services
 from workers.main.api import API_GROUP, RECENT_TOPICS, Api, add_routes
 from workers.main.ingest import Ingest

@@ -5,11 +5,11 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.gateway import VenueSettings
-from shared.settings import CommonSettings, _Part
+from shared import names
+from shared.settings import CommonSettings, SettingsPart, VenueSettings
 
 
-class MonitorParams(_Part):
+class MonitorParams(SettingsPart):
     """What the portfolio monitor measures and how often (``CSE_MONITOR_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="CSE_MONITOR_")
@@ -27,6 +27,6 @@ class MonitorSettings(CommonSettings):
     """Settings of the portfolio-monitor service."""
 
     default_metrics_port: ClassVar[int] = 9002
-    group_id: str = "portfolio-monitor"
+    group_id: str = names.MONITOR
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     venues: VenueSettings = Field(default_factory=VenueSettings)

@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from shared.errors import CseError, TransientError
@@ -41,31 +40,32 @@ from shared.messages import (
     Position,
     RebalancePlan,
     now_ms,
+    split_symbol,
 )
-from shared.portfolio import median_mids, monitor_key, read_venue
+from shared.portfolio import median_mids, read_venue
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 from shared.runtime import Services, consume_until_stopped, consumer, open_services
 from workers.monitor import valuation as val
+from workers.monitor.metrics import (
+    ALLOCATION,
+    BOOK_AGE,
+    DRAWDOWN,
+    EXCHANGE_PNL,
+    EXCHANGE_VALUE,
+    EXECUTIONS,
+    FEES,
+    LAST_POLL,
+    MAX_CORRELATION,
+    OPPORTUNITIES,
+    PEAK,
+    PNL_TOTAL,
+    REBALANCES,
+    STALE_VENUES,
+    TOTAL_VALUE,
+)
 from workers.monitor.settings import MonitorParams, MonitorSettings
 
 log = get_logger("monitor")
-
-TOTAL_VALUE = Gauge("portfolio_total_value", "Value of the whole portfolio in the quote currency")
-ALLOCATION = Gauge("portfolio_symbol_allocation", "Share of the portfolio's value per asset", ["symbol"])
-EXCHANGE_PNL = Gauge("portfolio_exchange_pnl", "Value now minus the baseline, per exchange (quote)",
-                     ["exchange"])
-EXCHANGE_VALUE = Gauge("portfolio_exchange_value", "Value held per exchange (quote)", ["exchange"])
-PNL_TOTAL = Gauge("portfolio_pnl_total", "Sum of the exchanges' PnL (quote)")
-PEAK = Gauge("portfolio_peak_value", "Running peak of the portfolio value (quote)")
-DRAWDOWN = Gauge("portfolio_drawdown", "Fraction of value lost from the running peak (0..1)")
-MAX_CORRELATION = Gauge("portfolio_max_correlation",
-                        "Largest pairwise correlation of hourly returns between held positions")
-FEES = Counter("portfolio_fees_paid_total", "Fees paid, converted to the quote currency", ["exchange"])
-EXECUTIONS = Counter("cse_monitor_executions_total", "Executions seen", ["source", "status"])
-OPPORTUNITIES = Counter("cse_monitor_opportunities_total", "Opportunities seen", ["kind"])
-REBALANCES = Counter("cse_monitor_rebalance_plans_total", "Rebalance plans seen", ["status"])
-BOOK_AGE = Gauge("cse_monitor_book_age_seconds", "Age of the newest order book seen per venue", ["venue"])
-LAST_POLL = Gauge("cse_monitor_last_poll_timestamp_seconds", "When the balances were last valued")
-STALE_VENUES = Gauge("cse_monitor_stale_venues", "Venues valued from their last known balances")
 
 # KEYS[1]=peak ARGV[1]=value -> the peak after this value
 _PEAK = """
@@ -79,17 +79,17 @@ FEE_DEDUP_TTL_S = 7 * 86_400
 
 class Monitor:
     def __init__(self, params: MonitorParams, gateway: Gateway, symbols: list[str], *, redis: Any,
-                 bus: Any = None, tsdb: Any = None, prefix: str = "cse:"):
+                 bus: Any = None, tsdb: Any = None, prefix: str = DEFAULT_PREFIX):
         self.params = params
         self.gateway = gateway
         self.symbols = symbols
         self.redis = redis
         self.bus = bus
         self.tsdb = tsdb
-        self.quote = symbols[0].split("/")[1] if symbols else "USDT"
+        self.quote = split_symbol(symbols[0])[1] if symbols else "USDT"
+        self.keys = RedisKeys(prefix)
         self.k_baseline, self.k_peak, self.k_latest = (
-            monitor_key(prefix, params.account, what) for what in ("baseline", "peak", "latest"))
-        self.k_fee = f"{prefix}monitor:fee:"
+            self.keys.monitor(params.account, what) for what in ("baseline", "peak", "latest"))
         self._peak_script = redis.register_script(_PEAK)
         self._baselines: dict[str, float] = {}
         self._peak = 0.0
@@ -242,7 +242,8 @@ class Monitor:
             log.warning("monitor_fee_unpriced", currency=currency, execution=e.id)
             return
         try:
-            first = await self.redis.set(f"{self.k_fee}{e.venue}:{e.id}", "1", nx=True, ex=FEE_DEDUP_TTL_S)
+            first = await self.redis.set(self.keys.monitor_fee_seen(e.venue, e.id), "1", nx=True,
+                                         ex=FEE_DEDUP_TTL_S)
         except RedisError as exc:
             raise TransientError(f"redis unavailable: {exc}") from exc
         if first:

@@ -33,43 +33,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge
 
-from shared import allocation
+from shared import allocation, names
 from shared.audit import audit
 from shared.coordination import Claims
-from shared.errors import CseError
+from shared.errors import CseError, ExchangeRejected
 from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.logs import get_logger
 from shared.messages import (
     ORDERS_EXECUTIONS,
     PORTFOLIO_REBALANCE,
-    PORTFOLIO_SNAPSHOTS,
-    Execution,
     PlannedOrder,
-    PortfolioSnapshot,
-    Position,
     RebalancePlan,
     now_ms,
+    split_symbol,
 )
+from shared.orders import execution_report, order_status, planned_report
 from shared.portfolio import median_mids, read_venue
 from shared.precision import amount_floor, limit_price
-from shared.settings import RebalanceSettings
+from shared.rediskeys import DEFAULT_PREFIX
+from workers.rebalancer.metrics import (
+    ACTUAL_VOL,
+    COSTS,
+    ERRORS,
+    ORDERS_PLACED,
+    ORDERS_SKIPPED,
+    TARGET_VOL,
+)
 from workers.rebalancer.plan import Holding, Plan, below_minimum, plan_orders
+from workers.rebalancer.settings import RebalanceSettings
 
 log = get_logger("rebalance")
-
-ORDERS_PLACED = Counter("portfolio_rebalance_orders_placed_total", "Rebalance orders placed")
-ORDERS_SKIPPED = Counter("portfolio_rebalance_orders_skipped_total",
-                         "Rebalance orders skipped (below min notional, over max orders)")
-ERRORS = Counter("portfolio_rebalance_errors_total", "Failed rebalance cycles and orders")
-COSTS = Counter("portfolio_rebalance_transaction_costs_total",
-                "Estimated transaction costs of placed orders (quote currency)")
-ACTUAL_VOL = Gauge("portfolio_rebalance_actual_volatility",
-                   "Daily volatility of the current portfolio under the cycle's covariance")
-TARGET_VOL = Gauge("portfolio_rebalance_target_volatility", "Target daily volatility")
-BACKOFF_ACTIVE = Gauge("portfolio_rebalance_backoff_active", "1 while failed cycles back off")
 
 FALLBACK_DAILY_VOL = 0.04
 HOURS_PER_DAY = 24
@@ -88,7 +83,7 @@ class Snapshot:
 class RebalanceEngine:
     def __init__(self, settings: RebalanceSettings, gateway: Gateway, symbols: list[str], *,
                  bus: Any = None, redis: Any = None, tsdb: Any = None, account: str = "main",
-                 history: int = 500, prefix: str = "cse:", halt: Halt | None = None):
+                 history: int = 500, prefix: str = DEFAULT_PREFIX, halt: Halt | None = None):
         self.settings = settings
         self.gateway = gateway
         self.symbols = symbols
@@ -98,7 +93,7 @@ class RebalanceEngine:
         self.account = account
         self.halt = halt
         self.history = history
-        self.quote = symbols[0].split("/")[1] if symbols else "USDT"
+        self.quote = split_symbol(symbols[0])[1] if symbols else "USDT"
         self._last_weights: tuple[list[str], np.ndarray] | None = None
 
     async def snapshot(self) -> Snapshot:
@@ -193,7 +188,6 @@ class RebalanceEngine:
             ACTUAL_VOL.set(actual)
             TARGET_VOL.set(s.vol_target if s.vol_target_enabled else predicted)
             ORDERS_SKIPPED.inc(plan.skipped)
-            await self._publish_snapshot(snap)
             if s.dry_run:
                 await self._report_planned(plan_id, plan.orders)
             else:
@@ -201,7 +195,8 @@ class RebalanceEngine:
         message = RebalancePlan(
             id=plan_id, account=self.account, method=s.method, dry_run=s.dry_run, status=status,
             target_weights=targets, current_weights=plan.current_weights, orders=plan.orders,
-            skipped=plan.skipped, predicted_vol=predicted, fencing_token=fencing_token, ts_ms=now_ms())
+            skipped=plan.skipped, predicted_vol=predicted, fencing_token=fencing_token,
+            total_value=plan.total_value, ts_ms=now_ms())
         if preview:
             return message, plan
         if self.bus is not None:
@@ -211,16 +206,6 @@ class RebalanceEngine:
                  skipped=plan.skipped, value=round(plan.total_value, 2), dry_run=s.dry_run,
                  predicted_vol=round(predicted, 6), actual_vol=round(actual, 6))
         return message, plan
-
-    async def _publish_snapshot(self, snap: Snapshot) -> None:
-        price = {**snap.prices, self.quote: 1.0}
-        positions = [Position(venue=h.venue, asset=h.asset, quantity=h.quantity,
-                              price=price.get(h.asset, 0.0), value=h.quantity * price.get(h.asset, 0.0))
-                     for h in snap.holdings]
-        if self.bus is not None:
-            await self.bus.send(PORTFOLIO_SNAPSHOTS, PortfolioSnapshot(
-                account=self.account, quote=self.quote, total_value=sum(p.value for p in positions),
-                positions=positions, ts_ms=now_ms()))
 
     def _write_series(self, message: RebalancePlan, plan: Plan, actual: float) -> None:
         if self.tsdb is None:
@@ -235,18 +220,21 @@ class RebalanceEngine:
                 "target": message.target_weights.get(asset, 0.0),
                 "current": message.current_weights.get(asset, 0.0)})
 
-    async def _report(self, plan_id: str, order: PlannedOrder, **outcome: Any) -> None:
-        """One order's outcome to ``orders.executions`` (status, amount, fills... in ``outcome``)."""
+    async def _report(self, plan_id: str, order: PlannedOrder, result: dict[str, Any] | None,
+                      amount: float, error: CseError | None = None) -> None:
+        """One order's outcome to ``orders.executions`` (``result``: the venue's order)."""
         if self.bus is not None:
-            await self.bus.send(ORDERS_EXECUTIONS, Execution(
-                id=order.client_order_id, source="rebalancer", parent_id=plan_id, venue=order.venue,
-                symbol=order.symbol, side=order.side, client_order_id=order.client_order_id,
-                ts_ms=now_ms(), **outcome))
+            await self.bus.send(ORDERS_EXECUTIONS, execution_report(
+                result, source="rebalancer", parent_id=plan_id, venue=order.venue, symbol=order.symbol,
+                side=order.side, client_order_id=order.client_order_id, amount=amount,
+                refused=isinstance(error, ExchangeRejected), error=str(error)[:300] if error else None))
 
     async def _report_planned(self, plan_id: str, orders: list[PlannedOrder]) -> None:
-        for o in orders:
-            await self._report(plan_id, o, status="planned", amount=o.amount, average=o.price,
-                               dry_run=True)
+        if self.bus is not None:
+            for o in orders:
+                await self.bus.send(ORDERS_EXECUTIONS, planned_report(
+                    source="rebalancer", parent_id=plan_id, venue=o.venue, symbol=o.symbol,
+                    side=o.side, client_order_id=o.client_order_id, amount=o.amount, price=o.price))
 
     async def _free_quote(self, venue: str) -> float:
         balance = await self.gateway.call(venue, "fetch_balance")
@@ -272,11 +260,10 @@ class RebalanceEngine:
                 ERRORS.inc()
                 log.warning("rebalance_order_failed", venue=order.venue, symbol=order.symbol,
                             side=order.side, client_order_id=order.client_order_id, error=str(exc)[:200])
-                audit("order", actor="portfolio-rebalancer", outcome="failed", plan=plan_id,
+                audit("order", actor=names.REBALANCER, outcome="failed", plan=plan_id,
                       venue=order.venue, symbol=order.symbol, side=order.side,
                       client_order_id=order.client_order_id, error=str(exc)[:200])
-                await self._report(plan_id, order, status="failed", amount=order.amount,
-                                   error=str(exc)[:300])
+                await self._report(plan_id, order, None, order.amount, exc)
                 continue
             if result is None:
                 continue  # already placed under this id: reported by whoever placed it
@@ -303,7 +290,7 @@ class RebalanceEngine:
             assert order.price is not None
             amount = min(amount, cash[order.venue] / (order.price * (1 + s.fee_rate)))
         amount = amount_floor(client, order.symbol, amount)  # whole lots; 0.0 below one
-        mid = snap.prices.get(order.symbol.split("/")[0], 0.0)
+        mid = snap.prices.get(split_symbol(order.symbol)[0], 0.0)
         if below_minimum(amount, mid, order.price or mid, s.min_notional,
                          snap.min_cost.get((order.venue, order.symbol), 0.0)):
             log.info("rebalance_order_skipped", venue=order.venue, symbol=order.symbol, side=order.side,
@@ -322,14 +309,9 @@ class RebalanceEngine:
         result = await self.gateway.create_order(
             order.venue, order.symbol, "limit" if price else "market", order.side, amount, price,
             client_order_id=order.client_order_id, params={"timeInForce": "IOC"} if price else None)
-        filled = float(result.get("filled") or 0.0)
-        status = "filled" if filled >= amount * (1 - 1e-9) else "partial" if filled > 0 else "canceled"
-        fee = result.get("fee") or {}
-        await self._report(plan_id, order, status=status, amount=amount, filled=filled,
-                           average=result.get("average"), fee=float(fee.get("cost") or 0.0),
-                           fee_currency=fee.get("currency"),
-                           order_id=str(result["id"]) if result.get("id") else None)
-        audit("order", actor="portfolio-rebalancer", outcome=status, plan=plan_id, venue=order.venue,
-              symbol=order.symbol, side=order.side, amount=amount, price=price, filled=filled,
+        await self._report(plan_id, order, result, amount)
+        audit("order", actor=names.REBALANCER, outcome=order_status(result, amount, refused=False),
+              plan=plan_id, venue=order.venue, symbol=order.symbol, side=order.side, amount=amount,
+              price=price, filled=float(result.get("filled") or 0.0),
               client_order_id=order.client_order_id)
         return result

@@ -17,31 +17,32 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import metrics
+from shared.backoff import next_delay
 from shared.coordination import LeaderElector, LeaderLock
 from shared.errors import CseError, StaleLeader
 from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.lifecycle import WorkerContext
 from shared.logs import get_logger
-from shared.settings import RebalanceSettings
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 from workers.rebalancer import engine as eng
-from workers.rebalancer.plan import next_delay
+from workers.rebalancer import metrics as rebalance_metrics
+from workers.rebalancer.settings import RebalanceSettings
 
 log = get_logger("rebalance.loop")
 
 LOCK = "rebalance"
-TRIGGER = "rebalance:trigger"  # set by POST /api/rebalance; the leader runs a cycle at once
 
 
 class RebalanceLoop:
     def __init__(self, settings: RebalanceSettings, engine: eng.RebalanceEngine, redis: Any, *,
-                 prefix: str = "cse:", ttl_s: float = 15.0, owner: str | None = None):
+                 prefix: str = DEFAULT_PREFIX, ttl_s: float = 15.0, owner: str | None = None):
         self.settings = settings
         self.engine = engine
         self.lock = LeaderLock(redis, LOCK, ttl_s=ttl_s, prefix=prefix, owner=owner)
         self.elector = LeaderElector(self.lock)
         self.redis = redis
-        self.trigger_key = f"{prefix}{TRIGGER}"
+        self.trigger_key = RedisKeys(prefix).rebalance_trigger()
         self.halt = engine.halt or Halt(redis, prefix)  # checked before each cycle
         self.failures = 0
         self.cycles = 0
@@ -68,16 +69,16 @@ class RebalanceLoop:
         except StaleLeader:
             log.warning("rebalance_refused_stale_leader", fence=token)
             return False
-        except (CseError, ValueError, ArithmeticError) as exc:
+        except CseError as exc:  # allocation, plan, exchange, broker, store: back off and retry
             self.failures += 1
-            eng.ERRORS.inc()
-            eng.BACKOFF_ACTIVE.set(1 if self.settings.backoff_enabled else 0)
+            rebalance_metrics.ERRORS.inc()
+            rebalance_metrics.BACKOFF_ACTIVE.set(1 if self.settings.backoff_enabled else 0)
             log.warning("rebalance_cycle_failed", error=str(exc)[:300], failures=self.failures,
                         next_in_s=round(self.delay(), 1))
             return False
         self.failures = 0
         self.cycles += 1
-        eng.BACKOFF_ACTIVE.set(0)
+        rebalance_metrics.BACKOFF_ACTIVE.set(0)
         return True
 
     async def _wait(self, stopping: asyncio.Event, seconds: float) -> None:
@@ -126,43 +127,3 @@ async def run_rebalancing(ctx: WorkerContext, settings: Any, services: Any, gate
                          ttl_s=settings.rebalance.lock_ttl)
     ctx.health.state = "running"
     await loop.run(ctx.stopping)
-
-
-async def rebalance_once(dry_run: bool) -> int:
-    """`cse rebalance --once`: one cycle now with the CSE_* settings, the plan as a table."""
-    import sys
-
-    from shared import logs
-    from shared.gateway import open_gateway
-    from shared.settings import load_or_report
-    from workers.rebalancer.settings import RebalancerSettings
-
-    settings = load_or_report(RebalancerSettings, "cse rebalance")
-    if settings is None:
-        return 2
-    logs.configure("warning", "console", stream=sys.stderr)
-    rebalance = settings.rebalance.model_copy(update={"dry_run": dry_run or settings.rebalance.dry_run})
-    if not settings.venues.venue_specs:
-        print("cse rebalance: no venues: set CSE_VENUES (name=URL or name=ccxt-id, ...)", file=sys.stderr)
-        return 2
-    try:
-        async with open_gateway(settings.venues) as gateway:
-            engine = eng.RebalanceEngine(rebalance, gateway, settings.venues.symbol_list)
-            message, plan = await engine.cycle(f"once-{int(time.time())}")
-    except CseError as exc:
-        print(f"cse rebalance: {exc}", file=sys.stderr)
-        return 1
-    mode = "DRY RUN" if rebalance.dry_run else message.status
-    print(f"portfolio {plan.total_value:,.2f} {engine.quote}; method {rebalance.method}; predicted "
-          f"daily volatility {message.predicted_vol:.4%}; {mode}")
-    print(f"{'ASSET':<8} {'CURRENT':>9} {'TARGET':>9}")
-    for asset in sorted(set(message.target_weights) | set(message.current_weights)):
-        print(f"{asset:<8} {message.current_weights.get(asset, 0.0):>9.2%} "
-              f"{message.target_weights.get(asset, 0.0):>9.2%}")
-    print(f"{'VENUE':<10} {'SYMBOL':<10} {'SIDE':<5} {'AMOUNT':>14} {'LIMIT':>12} {'NOTIONAL':>12} "
-          f"{'COST':>8}")
-    for o in plan.orders:
-        print(f"{o.venue:<10} {o.symbol:<10} {o.side:<5} {o.amount:>14.6f} {o.price or 0.0:>12.6g} "
-              f"{o.notional:>12,.2f} {o.est_cost:>8.2f}")
-    print(f"{len(plan.orders)} orders, {plan.skipped} skipped, estimated cost {plan.est_cost:,.2f}")
-    return 0

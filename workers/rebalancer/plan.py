@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from shared.errors import PlanError
 from shared.messages import PlannedOrder
 
 
@@ -64,11 +65,34 @@ def below_minimum(amount: float, mid: float, limit: float, min_notional: float,
     return amount <= 0 or amount * mid < min_notional or amount * limit < max(min_notional, venue_floor)
 
 
-def next_delay(interval: float, failures: int, mult: float, maximum: float, enabled: bool = True) -> float:
-    """Seconds until the next cycle: ``interval × mult^failures``, capped at ``maximum``."""
-    if not enabled or failures <= 0:
-        return interval
-    return min(maximum, interval * mult ** failures)
+_Draft = tuple[str, str, float, float]  # (venue, asset, signed amount: < 0 sells, limit price)
+
+
+@dataclass(frozen=True)
+class _Market:
+    """Where and at what price an ``asset/quote`` order may go: listings, limits, minimums, fee."""
+
+    quote: str
+    price: dict[str, float]
+    fee_rate: float
+    slip: float
+    min_notional: float
+    listed: dict[str, set[str]] | None
+    quotes: dict[tuple[str, str], tuple[float, float]] | None
+    venue_min_notional: dict[tuple[str, str], float] | None
+
+    def trades(self, venue: str, asset: str) -> bool:
+        return self.listed is None or f"{asset}/{self.quote}" in self.listed.get(venue, set())
+
+    def limit(self, venue: str, asset: str, side: str) -> float:
+        """The IOC limit: the venue's ask (buy) or bid (sell), widened by the slippage allowance."""
+        price = self.price[asset]
+        bid, ask = (self.quotes or {}).get((venue, f"{asset}/{self.quote}"), (price, price))
+        return ask * (1 + self.slip) if side == "buy" else bid * (1 - self.slip)
+
+    def too_small(self, venue: str, asset: str, amount: float, px: float) -> bool:
+        venue_floor = (self.venue_min_notional or {}).get((venue, f"{asset}/{self.quote}"), 0.0)
+        return below_minimum(amount, self.price[asset], px, self.min_notional, venue_floor)
 
 
 def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict[str, float], *,
@@ -86,15 +110,10 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
     ``venue_min_notional`` (venue, symbol) -> the venue's smallest order cost.
     """
     price = {**prices, quote: 1.0}
-    total_of: dict[str, dict[str, float]] = defaultdict(dict)
-    free_of: dict[str, dict[str, float]] = defaultdict(dict)
-    for h in holdings:
-        if h.quantity > 0:
-            total_of[h.asset][h.venue] = total_of[h.asset].get(h.venue, 0.0) + h.quantity
-            free_of[h.asset][h.venue] = free_of[h.asset].get(h.venue, 0.0) + h.available
+    total_of, free_of = _positions(holdings)
     missing = sorted(a for a in total_of if a not in price)
     if missing:
-        raise ValueError(f"no price for {', '.join(missing)}")
+        raise PlanError(f"no price for {', '.join(missing)}")
     total = sum(q * price[a] for a, venues in total_of.items() for q in venues.values())
     plan = Plan([], total_value=total)
     if total <= 0:
@@ -103,86 +122,134 @@ def plan_orders(holdings: list[Holding], prices: dict[str, float], targets: dict
     plan.current_weights = {a: sum(total_of.get(a, {}).values()) * price.get(a, 0.0) / total
                             for a in sorted(set(assets) | {quote})}
     slip = slippage_bps / 1e4
-    cost_rate = fee_rate + slip
+    market = _Market(quote, price, fee_rate, slip, min_notional, listed, quotes, venue_min_notional)
     quote_free: dict[str, float] = dict(free_of.get(quote, {}))
     cash = dict(quote_free)  # before any sell: to re-check funding of what is finally chosen
-    drafts: list[tuple[str, str, float, float]] = []  # (venue, asset, signed amount, limit)
-
-    def trades(venue: str, asset: str) -> bool:
-        return listed is None or f"{asset}/{quote}" in listed.get(venue, set())
-
-    def limit(venue: str, asset: str, side: str) -> float:
-        bid, ask = (quotes or {}).get((venue, f"{asset}/{quote}"), (price[asset], price[asset]))
-        return ask * (1 + slip) if side == "buy" else bid * (1 - slip)
-
-    def too_small(venue: str, asset: str, amount: float, px: float) -> bool:
-        venue_floor = (venue_min_notional or {}).get((venue, f"{asset}/{quote}"), 0.0)
-        return below_minimum(amount, price[asset], px, min_notional, venue_floor)
+    drafts: list[_Draft] = []
 
     def delta_of(asset: str) -> float:
         return (targets.get(asset, 0.0) - plan.current_weights.get(asset, 0.0)) * total
 
     for asset in assets:
         if asset not in price:
-            raise ValueError(f"no price for {asset}")
+            raise PlanError(f"no price for {asset}")
         delta = delta_of(asset)
         if abs(delta) <= band * total:
             if delta:
                 plan.within_band.append(asset)
             continue
-        if delta < 0:  # sell, largest free holding first, never more than is free
-            need = -delta / price[asset]  # in units
-            for venue, qty in sorted(free_of[asset].items(), key=lambda kv: (-kv[1], kv[0])):
-                if need <= 0 or qty <= 0 or not trades(venue, asset):
-                    continue
-                amount = min(need, qty)
-                px = limit(venue, asset, "sell")
-                drafts.append((venue, asset, -amount, px))
-                quote_free[venue] = quote_free.get(venue, 0.0) + amount * px * (1 - fee_rate)
-                need -= amount
+        if delta < 0:
+            drafts += _draft_sells(market, asset, -delta / price[asset], free_of[asset], quote_free)
     for asset in assets:
         delta = delta_of(asset)
         if delta <= band * total:
             continue
-        need = delta / price[asset]  # in units
-        for venue in sorted(quote_free, key=lambda v: (-quote_free[v], v)):
-            if need <= 0 or not trades(venue, asset):
-                continue
-            px = limit(venue, asset, "buy")
-            amount = min(need, quote_free[venue] / (px * (1 + fee_rate)))  # the fee is paid too
-            if amount <= 0:
-                continue
-            drafts.append((venue, asset, amount, px))
-            quote_free[venue] -= amount * px * (1 + fee_rate)
-            need -= amount
+        drafts += _draft_buys(market, asset, delta / price[asset], quote_free)
 
-    viable = []
-    for venue, asset, signed, px in drafts:
-        if too_small(venue, asset, abs(signed), px):
-            plan.skipped_min_notional += 1
-        else:
-            viable.append((venue, asset, signed, px))
+    viable, plan.skipped_min_notional = _above_minimum(market, drafts)
     viable.sort(key=lambda d: (-abs(d[2]) * price[d[1]], d[0], d[1]))  # the most valuable first
     plan.skipped_max_orders = max(0, len(viable) - max_orders)
     chosen = viable[:max_orders]
     chosen.sort(key=lambda d: (d[2] > 0, -abs(d[2]) * price[d[1]], d[0], d[1]))  # sells first
+    funded, plan.skipped_unfunded = _funded(market, chosen, cash)
+    plan.orders.extend(_planned_orders(market, funded, plan_id, fee_rate + slip))
+    return plan
+
+
+def _positions(holdings: list[Holding]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Quantity held and quantity free, per asset and venue (holdings of nothing ignored)."""
+    total_of: dict[str, dict[str, float]] = defaultdict(dict)
+    free_of: dict[str, dict[str, float]] = defaultdict(dict)
+    for h in holdings:
+        if h.quantity > 0:
+            total_of[h.asset][h.venue] = total_of[h.asset].get(h.venue, 0.0) + h.quantity
+            free_of[h.asset][h.venue] = free_of[h.asset].get(h.venue, 0.0) + h.available
+    return total_of, free_of
+
+
+def _draft_sells(market: _Market, asset: str, need: float, free: dict[str, float],
+                 quote_free: dict[str, float]) -> list[_Draft]:
+    """Sell ``need`` units of ``asset``, largest free holding first, never more than is free.
+
+    Each sell's proceeds, at its limit net of the fee, are added to its venue's ``quote_free``.
+    """
+    drafts = []
+    for venue, qty in sorted(free.items(), key=lambda kv: (-kv[1], kv[0])):
+        if need <= 0 or qty <= 0 or not market.trades(venue, asset):
+            continue
+        amount = min(need, qty)
+        px = market.limit(venue, asset, "sell")
+        drafts.append((venue, asset, -amount, px))
+        quote_free[venue] = quote_free.get(venue, 0.0) + amount * px * (1 - market.fee_rate)
+        need -= amount
+    return drafts
+
+
+def _draft_buys(market: _Market, asset: str, need: float, quote_free: dict[str, float]) -> list[_Draft]:
+    """Buy ``need`` units of ``asset`` on the venues with the most free quote first.
+
+    A buy never spends more than its venue's ``quote_free`` (at the limit, fee included),
+    which it draws down.
+    """
+    drafts = []
+    for venue in sorted(quote_free, key=lambda v: (-quote_free[v], v)):
+        if need <= 0 or not market.trades(venue, asset):
+            continue
+        px = market.limit(venue, asset, "buy")
+        amount = min(need, quote_free[venue] / (px * (1 + market.fee_rate)))  # the fee is paid too
+        if amount <= 0:
+            continue
+        drafts.append((venue, asset, amount, px))
+        quote_free[venue] -= amount * px * (1 + market.fee_rate)
+        need -= amount
+    return drafts
+
+
+def _above_minimum(market: _Market, drafts: list[_Draft]) -> tuple[list[_Draft], int]:
+    """The drafts at or above both minimum notionals, and how many were below."""
+    viable = []
+    skipped = 0
+    for venue, asset, signed, px in drafts:
+        if market.too_small(venue, asset, abs(signed), px):
+            skipped += 1
+        else:
+            viable.append((venue, asset, signed, px))
+    return viable, skipped
+
+
+def _funded(market: _Market, chosen: list[_Draft], cash: dict[str, float]) -> tuple[list[_Draft], int]:
+    """The chosen orders (sells first) with each buy cut to the quote actually there for it.
+
+    ``cash`` is the free quote before any sell; only the chosen sells add to it, so a sell
+    cut by ``max_orders`` no longer funds its buys. Returns the orders kept and how many buys
+    were dropped as unfunded (under the minimum once cut).
+    """
+    fee_rate = market.fee_rate
     funded = []
-    for venue, asset, signed, px in chosen:  # a sell cut by max_orders no longer funds its buys
+    unfunded = 0
+    for venue, asset, signed, px in chosen:
         if signed < 0:
             cash[venue] = cash.get(venue, 0.0) + -signed * px * (1 - fee_rate)
         else:
             signed = min(signed, cash.get(venue, 0.0) / (px * (1 + fee_rate)))
-            if too_small(venue, asset, signed, px):
-                plan.skipped_unfunded += 1
+            if market.too_small(venue, asset, signed, px):
+                unfunded += 1
                 continue
             cash[venue] -= signed * px * (1 + fee_rate)
         funded.append((venue, asset, signed, px))
+    return funded, unfunded
+
+
+def _planned_orders(market: _Market, funded: list[_Draft], plan_id: str,
+                    cost_rate: float) -> list[PlannedOrder]:
+    """The orders in plan order, client order ids derived from the plan id and the place in it."""
+    orders = []
     for index, (venue, asset, signed, px) in enumerate(funded):
         side = "sell" if signed < 0 else "buy"
         amount = abs(signed)
-        notional = amount * price[asset]
-        plan.orders.append(PlannedOrder(
-            venue=venue, symbol=f"{asset}/{quote}", side=side, amount=amount, price=px,
+        notional = amount * market.price[asset]
+        orders.append(PlannedOrder(
+            venue=venue, symbol=f"{asset}/{market.quote}", side=side, amount=amount, price=px,
             notional=notional, est_cost=notional * cost_rate,
             client_order_id=f"rb{plan_id[:24]}{index:02d}{side[0]}"))
-    return plan
+    return orders

@@ -20,7 +20,7 @@ from shared.bus import Bus, ConsumerLoop
 from shared.messages import DeadLetter, OrderBook, dead_letter_topic
 from shared.settings import KafkaSettings
 from tests import ROOT
-from tests.conftest import eventually, fast_kafka, read_topic
+from tests.conftest import NotYet, committed_offsets, eventually, fast_kafka, read_topic
 from tooling.devstack import infra
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,16 @@ async def test_group_of_three_splits_partitions_and_consumes_each_message_once(
             assert len(set().union(*assignments)) == 6
             await bus.send_many(topic, [book(i) for i in range(120)])
             await eventually(lambda: len(seen) == 120, 30, "all 120 messages")
-            await asyncio.sleep(1.0)  # anything handled twice would show up by now
+            partitions = [(topic, p) for p in range(kafka_settings.partitions)]
+
+            async def all_committed() -> bool | NotYet:
+                # once the group committed all 120, nothing is left to hand to a member again:
+                # anything handled twice has been handled by then
+                committed = await committed_offsets(kafka_settings.bootstrap_servers, "g-split",
+                                                    partitions)
+                return sum(committed.values()) == 120 or NotYet(committed)
+
+            await eventually(all_committed, 30, "the group's commits covering all 120", interval_s=0.2)
         finally:
             for lp in loops:
                 lp.stop()
@@ -164,6 +173,9 @@ async def test_malformed_message_goes_to_dead_letter_topic_and_consumer_moves_on
     assert all(d.topic == topic and d.group == "g-dlq" and d.key == "BTC/USDT" for d in decoded)
 
 
+OUTAGE_S = 2.0  # how long the broker stays down while a send waits for it
+
+
 async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: Path) -> None:
     port = infra.free_port()
     broker = infra.start(infra.tansu_spec(port), tmp_path)
@@ -184,7 +196,7 @@ async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: 
             broker.kill()
             # a send while the broker is down waits and retries instead of failing
             pending = asyncio.create_task(bus.send(topic, book(100)))
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(OUTAGE_S)  # what is tested: the send neither fails nor returns meanwhile
             assert not pending.done()
             broker = infra.start(infra.tansu_spec(port), tmp_path)
             await asyncio.wait_for(pending, 60)
@@ -196,6 +208,9 @@ async def test_producer_and_consumer_recover_when_the_broker_restarts(tmp_path: 
             await task
     finally:
         broker.stop()
+
+
+A_AWAITS_S = 0.3  # how long A's handler awaits after its publish (B handles and commits meanwhile)
 
 
 async def test_loops_sharing_a_bus_commit_only_after_their_own_publishes_are_acknowledged(
@@ -217,7 +232,7 @@ async def test_loops_sharing_a_bus_commit_only_after_their_own_publishes_are_ack
         assert future is not None
         future.add_done_callback(lambda _f: acked.setdefault("at", time.monotonic()))
         handled_a.set()
-        await asyncio.sleep(0.3)  # B handles and commits meanwhile
+        await asyncio.sleep(A_AWAITS_S)  # the work A awaits, as an executor awaits an exchange
 
     async def handle_b(_msg: OrderBook, _record: Any) -> None:
         return None
@@ -247,13 +262,13 @@ async def test_loops_sharing_a_bus_commit_only_after_their_own_publishes_are_ack
             await asyncio.wait_for(handled_a.wait(), 20)
             b_before = await committed("g-outbox-b", in_b)
             samples: list[tuple[float, int]] = []  # (time, A's committed offset) while waiting
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
+
+            async def a_committed() -> bool:
                 offset = await committed("g-outbox-a", in_a)
                 samples.append((time.monotonic(), offset))  # the time once the answer is in
-                if samples[-1][1] >= 1:
-                    break
-                await asyncio.sleep(0.02)
+                return offset >= 1
+
+            await eventually(a_committed, 10, "A's first commit", interval_s=0.02)
             b_after = await committed("g-outbox-b", in_b)
             feeding.cancel()
         finally:
@@ -270,6 +285,9 @@ async def test_loops_sharing_a_bus_commit_only_after_their_own_publishes_are_ack
     assert b_after > b_before, "B stopped committing while A's publish was pending"
 
 
+FEED_EVERY_S = 0.05
+
+
 async def _feed(bootstrap: str, topic: str) -> None:
     """A record for B every 50 ms, from a producer of its own (no linger)."""
     from aiokafka import AIOKafkaProducer
@@ -281,6 +299,6 @@ async def _feed(bootstrap: str, topic: str) -> None:
         while True:
             seq += 1
             await producer.send_and_wait(topic, msgspec.json.encode(book(seq, "B/USDT")), key=b"B/USDT")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(FEED_EVERY_S)  # the load's pace, not a wait for anything
     finally:
         await producer.stop()

@@ -13,17 +13,43 @@ import pytest
 from shared.coordination import Claims, LeaderElector, LeaderLock
 from shared.errors import StaleLeader
 from tests import ROOT
+from tests.conftest import NotYet, eventually
+
+
+def record_attempts(lock: LeaderLock) -> list[int | None]:
+    """Every answer ``lock.acquire()`` gives from now on (a token, or None: refused)."""
+    answers: list[int | None] = []
+    acquire = lock.acquire
+
+    async def recorded() -> int | None:
+        token = await acquire()
+        answers.append(token)
+        return token
+
+    lock.acquire = recorded  # type: ignore[method-assign]
+    return answers
+
+
+RENEWALS = 4  # lock attempts of each contender watched: the leader renews, the other is refused
 
 
 async def test_two_contenders_exactly_one_leader(redis_client) -> None:
     a = LeaderLock(redis_client, "rebalance", ttl_s=1.0, owner="a", prefix="t1:")
     b = LeaderLock(redis_client, "rebalance", ttl_s=1.0, owner="b", prefix="t1:")
+    attempts_a, attempts_b = record_attempts(a), record_attempts(b)
     ea, eb = LeaderElector(a), LeaderElector(b)
     ta, tb = asyncio.create_task(ea.run()), asyncio.create_task(eb.run())
-    await asyncio.sleep(0.5)
-    for _ in range(15):  # over several renewal periods: never two leaders, never none
-        assert ea.is_leader.is_set() != eb.is_leader.is_set()
-        await asyncio.sleep(0.1)
+    await eventually(lambda: ea.is_leader.is_set() or eb.is_leader.is_set(), 5, "a leader")
+    renewals = (len(attempts_a), len(attempts_b))
+
+    def several_renewal_periods_with_one_leader() -> bool | NotYet:
+        assert ea.is_leader.is_set() != eb.is_leader.is_set(), "two leaders, or none"
+        done = (len(attempts_a) - renewals[0], len(attempts_b) - renewals[1])
+        return min(done) >= RENEWALS or NotYet(done)
+
+    # each contender tries (renews, or is refused) every third of the TTL
+    await eventually(several_renewal_periods_with_one_leader, 10,
+                     f"{RENEWALS} lock attempts by each contender", interval_s=0.02)
     leader = ea if ea.is_leader.is_set() else eb
     assert (await leader.lock.holder()) == (leader.lock.owner, leader.lock.token)
     ea.stop()
@@ -64,8 +90,11 @@ async def test_leader_killed_is_replaced_after_ttl_and_its_token_is_refused(
         old_token = int(line.split()[1])
         follower = LeaderElector(LeaderLock(redis_client, "rebalance", ttl_s=2.0, owner="heir",
                                             prefix=prefix))
+        answers = record_attempts(follower.lock)
         task = asyncio.create_task(follower.run())
-        await asyncio.sleep(1.0)
+        await eventually(lambda: len(answers) >= 2 or NotYet(answers), 10,
+                         "two attempts of the follower on the held lock")
+        assert answers[:2] == [None, None], "the lock is held: no second leader"
         assert not follower.is_leader.is_set(), "the lock is held: no second leader"
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(5)

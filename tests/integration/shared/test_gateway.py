@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from shared import metrics
 from shared.errors import ExchangeAuthError, ExchangeRejected, ExchangeUnavailable
-from shared.gateway import Gateway, VenueSettings, parse_venues
+from shared.gateway import Gateway
+from shared.settings import VenueSettings, parse_venues
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
 from tests.metric_values import value
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.parse
@@ -11,6 +10,7 @@ import uuid
 
 from shared.settings import StoreSettings
 from shared.timeseries import TimeSeriesWriter
+from tests.conftest import NotYet, eventually
 
 
 def export(base: str, match: str) -> list[dict]:
@@ -30,12 +30,12 @@ async def test_points_written_are_read_back_from_the_store(store_settings: Store
         assert await writer.flush()
     assert writer.written == 1200 and writer.failures == 0
 
-    rows = []
-    for _ in range(50):
+    def all_points() -> list[dict] | NotYet:
         rows = export(store_settings.url, f'{{__name__=~"{measurement}_.*"}}')
-        if sum(len(r["values"]) for r in rows) == 2400:
-            break
-        await asyncio.sleep(0.1)
+        found = sum(len(r["values"]) for r in rows)
+        return rows if found == 2400 else NotYet(f"{found} points")
+
+    rows = await eventually(all_points, 5, "the 2400 points searchable", interval_s=0.1)
     series = {(r["metric"]["__name__"], r["metric"]["exchange"]): r for r in rows}
     assert set(series) == {(f"{measurement}_{f}", f"ex{e}") for f in ("value", "qty") for e in range(3)}
     ex1 = series[(f"{measurement}_value", "ex1")]
@@ -55,17 +55,15 @@ async def test_a_store_outage_is_counted_and_retried_without_losing_points(tmp_p
         for i in range(50):
             writer.write("outage_probe", {"k": "v"}, {"value": float(i)}, ts_ms=now + i)
         assert time.monotonic() - t0 < 0.1, "write() must not wait on the store"
-        deadline = time.monotonic() + 10
-        while writer.failures < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert writer.failures >= 2, "failed attempts are counted and retried"
+        await eventually(lambda: writer.failures >= 2 or NotYet(f"{writer.failures} failures"), 10,
+                         "failed attempts counted and retried")
         assert writer.pending == 50, "a failed batch stays buffered"
 
         store = infra.start(infra.victoria_metrics_spec(port, tmp_path / "vm"), tmp_path)
         try:
-            deadline = time.monotonic() + 40  # the retry backoff may have grown
-            while writer.pending and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            # the retry backoff may have grown
+            await eventually(lambda: writer.pending == 0 or NotYet(f"{writer.pending} pending"), 40,
+                             "the buffered batch written once the store is back", interval_s=0.1)
             assert writer.pending == 0 and writer.written == 50
             rows = export(settings.url, '{__name__="outage_probe_value"}')
             assert [len(r["values"]) for r in rows] == [50]

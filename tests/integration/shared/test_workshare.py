@@ -51,7 +51,7 @@ async def test_concurrent_refresh_never_double_owns(redis_client, redis_settings
         await asyncio.gather(*(s.refresh(ITEMS) for s in shares))
         leases = {}
         for item in ITEMS:
-            holder = await redis_client.get(shares[0].lease_prefix + item)
+            holder = await redis_client.get(shares[0].keys.share_lease(shares[0].name, item))
             leases[item] = holder
         for share in shares:
             for item in share.owned:

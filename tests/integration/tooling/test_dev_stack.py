@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import ROOT
+from tests.conftest import NotYet, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,28 +51,21 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        snap: dict = {}
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+        def healthy() -> dict | NotYet:
             status = cse("dev", "status", "--run-dir", str(run_dir), "--json")
             snap = json.loads(status.stdout) if status.stdout else {}
-            if status.returncode == 0:
-                break
             assert sup.poll() is None, (tmp_path / "supervisor.out").read_text()
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"stack not healthy within 90s: {json.dumps(snap, indent=1)}")
+            return snap if status.returncode == 0 else NotYet(snap)
 
-        # ingest polls the three paper venues: books per second per venue show up
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        wait_for(healthy, 90, "the stack healthy", interval_s=0.5)
+
+        def books_from_every_venue() -> dict | NotYet:
             snap = json.loads(cse("dev", "status", "--run-dir", str(run_dir), "--json").stdout)
             rates = {p["name"]: p["msgs_per_s"] for p in snap["processes"] if p["kind"] == "venue"}
-            if len(rates) == 3 and all(r > 0 for r in rates.values()):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"no books per second per venue: {rates}")
+            return snap if len(rates) == 3 and all(r > 0 for r in rates.values()) else NotYet(rates)
+
+        # ingest polls the three paper venues: books per second per venue show up
+        snap = wait_for(books_from_every_venue, 30, "books per second from every venue", interval_s=0.5)
         procs = {p["name"]: p for p in snap["processes"]}
         assert {"kafka", "redis", "victoria-metrics", "sim-a", "sim-b", "sim-c",
                 "cryptospreadedge-main",
@@ -99,10 +93,12 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
 
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(60) == 0
-        deadline = time.monotonic() + 5
-        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert [pid for pid in pids if alive(pid)] == [], "children left behind"
+
+        def children_gone() -> bool | NotYet:
+            left = [pid for pid in pids if alive(pid)]
+            return not left or NotYet(left)
+
+        wait_for(children_gone, 5, "no children left behind")
         after = cse("dev", "status", "--run-dir", str(run_dir))
         assert after.returncode == 1 and "stopped" in after.stderr
         for name in ("arbitrage-worker-1", "portfolio-monitor"):
@@ -133,18 +129,16 @@ def check_the_stack_rebalances(snap: dict, procs: dict) -> None:
     from tests.conftest import read_topic
 
     codec = Codec.for_topic(PORTFOLIO_REBALANCE)
-    plans: list = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def a_rebalance_then_another_cycle() -> tuple[list, int] | NotYet:
         records = asyncio.run(read_topic(snap["endpoints"]["kafka"], PORTFOLIO_REBALANCE, idle_s=0.5))
         plans = [codec.decode(r.value) for r in records]
         traded = [i for i, p in enumerate(plans) if p.orders]
-        if traded and len(plans) > traded[0] + 1:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"no rebalance followed by another cycle: {plans}")
-    first, after = plans[traded[0]], plans[traded[0] + 1]
+        return (plans, traded[0]) if traded and len(plans) > traded[0] + 1 else NotYet(plans)
+
+    plans, trade = wait_for(a_rebalance_then_another_cycle, 60, "a rebalance followed by another cycle",
+                            interval_s=1)
+    first, after = plans[trade], plans[trade + 1]
     assert first.status == "executed" and not first.dry_run, first
     assert after.orders == [] and after.skipped == 0, after
     band = 0.01
@@ -171,6 +165,9 @@ WORKER_JOBS = {
     "arbitrage-worker-1": "arbitrage-worker", "arbitrage-worker-2": "arbitrage-worker",
     "arbitrage-worker-3": "arbitrage-worker", "portfolio-monitor": "portfolio-monitor",
 }
+# how long Prometheus watches the stack before the check: the ``for:`` of the alerts it
+# checks (ServiceDown, WorkerStalled, RedisUnreachable, KafkaUnreachable: 1m), so targets
+# and rules are seen over that time, not only once
 PROMETHEUS_RUN_S = 60.0
 
 
@@ -250,6 +247,7 @@ def check_every_monitored_metric_is_exported(procs: dict) -> None:
 
 def check_prometheus_scrapes_and_evaluates(prometheus: Prometheus, procs: dict) -> None:
     """For a minute: every worker target up, every rule evaluated without error."""
+    # what is tested is the stack staying healthy that long: no condition to wait for
     time.sleep(max(0.0, PROMETHEUS_RUN_S - (time.monotonic() - prometheus.started)))
     targets = prometheus.get("/api/v1/targets")["data"]["activeTargets"]
     assert len(targets) == len(WORKER_JOBS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import ccxt
 import pytest
 
+from tests.conftest import NotYet, eventually
 from tests.integration.conftest import SimVenue, ccxt_client, http, start_venue
 
 
@@ -182,7 +183,9 @@ async def test_random_rejections_and_timeouts_with_the_order_still_placed(chaos:
                                                              {"clientOrderId": f"late-{i}"})
                                       for i in range(12)), return_exceptions=True)
     assert all(isinstance(e, ccxt.RequestTimeout) for e in late), late
-    await asyncio.sleep(0.5)  # the second half of the latency
+    # the venue goes on with what the impatient client gave up on: wait until it answered all
+    await eventually(lambda: (busy := chaos.state()["inFlight"]) == 0 or NotYet(f"{busy} in flight"), 10,
+                     "the venue done with the late orders")
     async with ccxt_client(chaos) as ex:
         await ex.load_markets()
         found = await asyncio.gather(*(ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": f"late-{i}"})

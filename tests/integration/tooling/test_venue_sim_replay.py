@@ -3,7 +3,6 @@ something, a clock several venues start together, and orders that travel a while
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SimVenue, ccxt_client, http, start_venue
+from tests.conftest import NotYet, eventually
+from tests.integration.conftest import SimVenue, ccxt_client, http, start_venue, ticks_pass
 
 T0 = 1_716_998_400_000
 
@@ -35,6 +35,18 @@ def post(venue: SimVenue, path: str, body: bytes = b"") -> tuple[int, object]:
     return status, doc
 
 
+def current_record(venue: SimVenue) -> int | None:
+    """The index of the BTC/USDT record current by the replay's clock (None before the first)."""
+    return venue.get("/venue-sim/v1/replay")[2]["records"]["BTC/USDT"]
+
+
+async def record_installed(venue: SimVenue, index: int) -> None:
+    """Wait until record ``index`` is current and a tick since has installed its book."""
+    await eventually(lambda: (now := current_record(venue)) == index or NotYet(now), 5,
+                     f"record {index} current")
+    await ticks_pass(venue, 1)
+
+
 @pytest.fixture
 def held(venue_sim_logs: Path, tmp_path: Path) -> Iterator[SimVenue]:
     venue = start_venue(venue_sim_logs, f"replay-held-{time.monotonic_ns()}", args=[
@@ -46,19 +58,20 @@ def held(venue_sim_logs: Path, tmp_path: Path) -> Iterator[SimVenue]:
 
 async def test_taken_liquidity_stays_taken_until_the_next_record(held: SimVenue) -> None:
     assert post(held, "/venue-sim/v1/replay/start")[0] == 200
-    await asyncio.sleep(0.3)  # the next tick installs the first record
+    await record_installed(held, 0)
     async with ccxt_client(held) as ex:
         book = await ex.fetch_order_book("BTC/USDT")
         assert book["asks"][:2] == [[30000.0, 0.08], [30020.0, 0.5]]
         first = await ex.create_order("BTC/USDT", "market", "buy", 0.05)
         assert (first["filled"], first["average"]) == (0.05, 30000.0)
-        await asyncio.sleep(0.5)  # ticks pass: the taken 0.05 does not come back
+        await ticks_pass(held, 2)  # ticks pass: the taken 0.05 does not come back
         after = await ex.fetch_order_book("BTC/USDT")
+        assert current_record(held) == 0, "too late: the second record is current already"
         assert after["asks"][:2] == [[30000.0, 0.03], [30020.0, 0.5]]
         second = await ex.create_order("BTC/USDT", "market", "buy", 0.05)
         assert second["filled"] == pytest.approx(0.05)
         assert second["average"] == pytest.approx((0.03 * 30000 + 0.02 * 30020) / 0.05)
-        await asyncio.sleep(1.5)  # past the second record: recorded quantities again
+        await record_installed(held, 1)  # the second record: recorded quantities again
         again = await ex.fetch_order_book("BTC/USDT")
         assert again["asks"][:2] == [[30000.0, 0.08], [30020.0, 0.5]]
 
@@ -69,11 +82,11 @@ async def test_the_book_id_and_time_change_only_with_the_book(held: SimVenue) ->
     at = int(time.time() * 1000) + 400
     status, doc = post(held, "/venue-sim/v1/replay/start", json.dumps({"at_ms": at}).encode())
     assert status == 200 and doc == {"started_at_ms": at}
-    await asyncio.sleep(0.2)  # not yet: the start is in the future
+    await ticks_pass(held, 1)  # not yet: the start is in the future
     assert held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]["asks"] == []
-    await asyncio.sleep(0.6)
+    await record_installed(held, 0)
     one = held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]
-    await asyncio.sleep(0.5)  # two ticks or more
+    await ticks_pass(held, 2)
     two = held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]
     assert one == two, "an unchanged book keeps its id and time"
     assert one["T"] == at, "the book's time is when its record became current"
@@ -106,13 +119,15 @@ async def test_venues_started_together_switch_records_together(venue_sim_logs: P
         for venue in venues:
             assert post(venue, "/venue-sim/v1/replay/start", json.dumps({"at_ms": at}).encode())[0] == 200
         seen: list[dict[int, int]] = [{}, {}]  # record index -> first wall time seen
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+
+        def both_records_seen_on_both() -> bool | NotYet:
             for k, venue in enumerate(venues):
-                index = venue.get("/venue-sim/v1/replay")[2]["records"]["BTC/USDT"]
+                index = current_record(venue)
                 if index is not None:
                     seen[k].setdefault(index, int(time.time() * 1000))
-            await asyncio.sleep(0.02)
+            return (set(seen[0]) >= {0, 1} and set(seen[1]) >= {0, 1}) or NotYet(seen)
+
+        await eventually(both_records_seen_on_both, 3, "both records on both venues", interval_s=0.02)
         assert set(seen[0]) == set(seen[1]) == {0, 1}
         for index in (0, 1):
             assert abs(seen[0][index] - seen[1][index]) <= 250, seen  # within a tick and the polling
@@ -126,7 +141,8 @@ async def test_order_latency_delays_orders_only(venue_sim_logs: Path, tmp_path: 
     venue = start_venue(venue_sim_logs, f"slow-orders-{time.monotonic_ns()}", args=[
         "--replay", str(recording(tmp_path / "rec.jsonl")), "--order-latency-ms", "700"])
     try:
-        await asyncio.sleep(0.3)
+        await eventually(lambda: venue.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]["asks"], 5,
+                         "the first record's book")
         async with ccxt_client(venue) as ex:
             await ex.load_markets()
             started = time.monotonic()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
+import contextlib
 import uuid
 from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.integration.conftest import BALANCES, SimVenue, ccxt_client
 
 FEE = 0.001
@@ -118,13 +118,16 @@ async def test_resting_limit_fills_as_maker_when_the_market_crosses_it(venue_sim
                                         round(book["asks"][0][0] - 0.01, 2), {"clientOrderId": cid("mb")})
             sell = await ex.create_order("BTC/USDT", "limit", "sell", 0.001,
                                          round(book["bids"][0][0] + 0.01, 2), {"clientOrderId": cid("ms")})
-            deadline = time.monotonic() + 5
             resting = [o for o in (buy, sell) if o["status"] == "open"]
-            while resting and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-                states = [await ex.fetch_order(o["id"], "BTC/USDT") for o in resting]
-                if any(o["status"] == "closed" for o in states):
-                    break
+
+            async def one_crossed(orders: list[dict[str, Any]] = resting) -> bool:
+                states = [await ex.fetch_order(o["id"], "BTC/USDT") for o in orders]
+                return any(o["status"] == "closed" for o in states)
+
+            if resting:
+                # not crossed within 5 s (the mid stayed between them): cancel them, try again
+                with contextlib.suppress(AssertionError):
+                    await eventually(one_crossed, 5, "the market crossing a resting order", interval_s=0.2)
             for order in resting:
                 done = await ex.fetch_order(order["id"], "BTC/USDT")
                 if done["status"] == "open":

@@ -19,7 +19,8 @@ import ccxt
 import numpy as np
 import pytest
 
-from tests.integration.conftest import BALANCES, SimVenue, ccxt_client, http, start_venue
+from tests.conftest import NotYet, eventually, wait_for
+from tests.integration.conftest import BALANCES, SimVenue, ccxt_client, http, start_venue, ticks_pass
 from tooling.devstack import infra
 
 
@@ -51,10 +52,10 @@ async def test_same_seed_venues_share_prices_but_not_noise(venue_sim: SimVenue, 
         await asyncio.gather(a.load_markets(), b.load_markets(), c.load_markets())
         candles = await asyncio.gather(*(ex.fetch_ohlcv("BTC/USDT", "1m", limit=600) for ex in (a, b, c)))
         mids = []
-        for _ in range(10):
+        for _ in range(10):  # ten samples of the two books, a tick apart
             tickers = await asyncio.gather(a.fetch_ticker("ETH/USDT"), b.fetch_ticker("ETH/USDT"))
             mids.append([(t["bid"] + t["ask"]) / 2 for t in tickers])
-            await asyncio.sleep(0.2)
+            await ticks_pass(twin, 1)
     ra, rb, rc = (log_returns(x) for x in candles)
     same = np.corrcoef(ra, rb)[0, 1]
     other = np.corrcoef(ra, rc)[0, 1]
@@ -79,7 +80,7 @@ async def test_market_order_larger_than_the_book_expires_partly_filled(twin: Sim
         book = await ex.fetch_order_book("BTC/USDT", 20)
         depth = sum(size for _p, size in book["asks"])
         order = await ex.create_order("BTC/USDT", "market", "buy", 200, None, {"clientOrderId": "whale-1"})
-        await asyncio.sleep(0.5)
+        await ticks_pass(twin, 1)
         refilled = await ex.fetch_order_book("BTC/USDT", 20)
     assert depth < 200
     assert order["status"] == "expired" and 0 < order["filled"] < 200
@@ -126,7 +127,7 @@ async def test_random_orders_conserve_every_asset_over_http(venue_sim: SimVenue)
         outcomes: list[str] = []
         for start in range(0, 200, 20):
             outcomes += await asyncio.gather(*(one(i) for i in range(start, start + 20)))
-        await asyncio.sleep(0.5)  # let ticks fill some resting orders
+        await ticks_pass(venue_sim, 3)  # the market moves on: some resting orders fill
         for symbol in symbols:
             try:
                 await ex.cancel_all_orders(symbol)
@@ -196,7 +197,10 @@ async def test_replay_serves_recorded_books_and_candles(replayed: SimVenue) -> N
         first = await ex.fetch_order_book("BTC/USDT")
         minutes = await ex.fetch_ohlcv("BTC/USDT", "1m", limit=1000)
         hours = await ex.fetch_ohlcv("BTC/USDT", "1h", limit=10)
-        await asyncio.sleep(2.5)  # past the end of the recording (2 s): the last book stays
+        # past the end of the recording (2 s) and a tick later: the last book stays
+        await eventually(lambda: (t := replayed.get("/venue-sim/v1/replay")[2]["record_time_ms"])
+                         >= REPLAY_T0 + 2000 or NotYet(t), 10, "the replay past the recording's end")
+        await ticks_pass(replayed, 1)
         last = await ex.fetch_order_book("BTC/USDT")
         order = await ex.create_order("BTC/USDT", "market", "buy", 1.2, None)
     assert list(markets) == ["BTC/USDT"] and markets["BTC/USDT"]["precision"]["price"] == 0.1
@@ -238,10 +242,11 @@ def test_process_runs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while not infra.http_ready(f"http://127.0.0.1:{port}/api/v3/ping"):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.05)
+        def listening() -> bool:
+            assert proc.poll() is None, proc.stderr
+            return infra.http_ready(f"http://127.0.0.1:{port}/api/v3/ping")
+
+        wait_for(listening, 30, "venue-sim answering /api/v3/ping", interval_s=0.05)
         status, _h, body = http(f"http://127.0.0.1:{port}/api/v3/time")
         assert status == 200 and abs(body["serverTime"] - time.time() * 1000) < 5000
         busy = subprocess.run([sys.executable, "-m", "tooling.venue_sim", "--port", str(port),

@@ -15,10 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from shared.gateway import Gateway, VenueSettings
+from shared.gateway import Gateway
 from shared.halt import Halt, HaltWatch
-from shared.metrics import Health, build_app
-from shared.portfolio import monitor_key
+from shared.health import Health, build_app
+from shared.rediskeys import RedisKeys
+from shared.settings import VenueSettings
+from tests.conftest import NotYet, eventually
 from tests.integration.conftest import SimVenue, start_venue
 from workers.main.api import Api, add_routes
 from workers.main.openapi import spec
@@ -125,8 +127,13 @@ async def test_halt_reaches_a_running_worker_at_once_and_persists(api, redis_cli
     watch = HaltWatch(Halt(redis_client, redis_settings.key_prefix), recheck_s=60)  # pub/sub only
     stopping = asyncio.Event()
     task = asyncio.create_task(watch.run(stopping))
+
+    async def subscribed() -> bool | NotYet:
+        (_channel, listeners), = await redis_client.pubsub_numsub(watch.halt.channel)
+        return listeners >= 1 or NotYet(listeners)
+
     try:
-        await asyncio.sleep(0.3)  # subscribed
+        await eventually(subscribed, 5, "the watch subscribed to the halt channel")
         assert watch.halted is False
         started = time.monotonic()
         resp = await client.put("/api/halt", json={"halted": True, "reason": "exchange incident"},
@@ -161,7 +168,7 @@ async def test_portfolio_comes_from_the_monitor_and_recent_feeds_from_the_broker
     assert resp.status == 503 and "portfolio-monitor" in (await resp.json())["error"]
     doc = {"total_value": 123.0, "quote": "USDT", "allocation": {"USDT": 1.0}, "drawdown": 0.0,
            "pnl_by_exchange": {"api-a": 0.0}, "pnl_total": 0.0}
-    await redis_client.set(monitor_key(redis_settings.key_prefix, "main", "latest"), json.dumps(doc))
+    await redis_client.set(RedisKeys(redis_settings.key_prefix).monitor("main", "latest"), json.dumps(doc))
     assert await (await client.get("/api/portfolio")).json() == doc
 
     group = f"api-test-{uuid.uuid4().hex[:6]}"
@@ -177,13 +184,11 @@ async def test_portfolio_comes_from_the_monitor_and_recent_feeds_from_the_broker
                             the_api.remember)
         task = asyncio.create_task(loop.run())
         try:
-            deadline = time.monotonic() + 30
-            while True:
+            async def all_listed() -> list[dict] | NotYet:
                 items = (await (await client.get("/api/executions?limit=500")).json())["items"]
-                if set(ids) <= {i["id"] for i in items}:
-                    break
-                assert time.monotonic() < deadline, "executions never reached the API"
-                await asyncio.sleep(0.2)
+                return items if set(ids) <= {i["id"] for i in items} else NotYet(len(items))
+
+            items = await eventually(all_listed, 30, "the executions reaching the API", interval_s=0.2)
         finally:
             loop.stop()
             await task
@@ -225,7 +230,7 @@ async def test_the_status_page_renders_the_portfolio_in_headless_chromium(api, r
     client, _ = api
     doc = {"total_value": 98765.43, "quote": "USDT", "allocation": {"BTC": 0.6, "USDT": 0.4},
            "drawdown": 0.0123, "pnl_by_exchange": {"api-a": -12.5}, "pnl_total": -12.5}
-    await redis_client.set(monitor_key(redis_settings.key_prefix, "main", "latest"), json.dumps(doc))
+    await redis_client.set(RedisKeys(redis_settings.key_prefix).monitor("main", "latest"), json.dumps(doc))
     await client.put("/api/halt", json={"halted": True, "reason": "drill"}, headers=AUTH)
     url = str(client.make_url("/"))
     proc = await asyncio.create_subprocess_exec(

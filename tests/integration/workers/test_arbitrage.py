@@ -9,7 +9,6 @@ leg twice. The venues' fill journals and ``orders.executions`` must agree.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -26,10 +25,17 @@ import pytest
 
 from shared.bus import Bus
 from shared.coordination import connect
-from shared.messages import MD_ORDERBOOKS, ORDERS_EXECUTIONS, Execution, OrderBook, now_ms
+from shared.messages import (
+    ARB_OPPORTUNITIES,
+    MD_ORDERBOOKS,
+    ORDERS_EXECUTIONS,
+    Execution,
+    OrderBook,
+    now_ms,
+)
 from shared.settings import RedisSettings
 from tests import ROOT
-from tests.conftest import eventually, fast_kafka, read_topic, wait_for
+from tests.conftest import NotYet, committed_offsets, eventually, fast_kafka, read_topic, wait_for
 from tests.integration.conftest import SimVenue, ccxt_client, start_venue
 from tooling.devstack import infra
 from workers.arbitrage.settings import ArbitrageSettings
@@ -103,9 +109,26 @@ def groups_settled(ports: list[int]) -> bool:
         held.append({sample.labels["group"]: sample.value
                      for family in text_string_to_metric_families(text)
                      if family.name == "cse_bus_partitions_assigned" for sample in family.samples})
+    return all(h.get(g, 0) >= 1 for h in held for g in shared_groups())
+
+
+def shared_groups() -> tuple[str, str]:
+    """The consumer groups the replicas share: detection's and the executors'."""
     fields = ArbitrageSettings.model_fields
-    groups = (fields["group_id"].default, fields["executor_group_id"].default)
-    return all(h.get(g, 0) >= 1 for h in held for g in groups)
+    return fields["group_id"].default, fields["executor_group_id"].default
+
+
+async def everything_handled(broker: str) -> bool | NotYet:
+    """Detection committed past the last book and the executors past the last opportunity:
+    every record was handled to the end (a handler's publishes are acknowledged before its
+    offset is committed), and nothing is left to be handed to a replica again."""
+    behind = {}
+    for topic, group in zip((MD_ORDERBOOKS, ARB_OPPORTUNITIES), shared_groups(), strict=True):
+        ends = {(topic, r.partition): r.offset + 1 for r in await read_topic(broker, topic, idle_s=0.5)}
+        committed = await committed_offsets(broker, group, ends)
+        behind.update({f"{group} {t}[{p}]": (committed[t, p], end)
+                       for (t, p), end in ends.items() if committed[t, p] < end})
+    return not behind or NotYet(behind)
 
 
 async def inject(broker: str, venues: dict[str, SimVenue], seq: int) -> None:
@@ -185,8 +208,11 @@ def assert_journals_and_executions_agree(venues, latest: dict[str, Execution]) -
 
 async def test_an_injected_spread_is_detected_and_executed_once(venues, replicas, redis_server) -> None:
     await inject(replicas["broker"], venues, seq=1001)
-    states = await wait_done(redis_server.port, replicas["prefix"], 1)
-    await asyncio.sleep(2)  # a duplicate execution, if any, would show up by now
+    await wait_done(redis_server.port, replicas["prefix"], 1)
+    # a duplicate (a second opportunity, a leg placed again) would come from a book or an
+    # opportunity handled again: once both groups committed everything, it would be here
+    await eventually(lambda: everything_handled(replicas["broker"]), 30,
+                     "both groups committed every book and opportunity", interval_s=0.2)
     states = await ledger_states(redis_server.port, replicas["prefix"])
     assert len(states) == 1, states
     (opp_id, state), = states.items()

@@ -8,7 +8,6 @@ on x and selling on y is a real spread whatever the model does.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,13 +23,15 @@ from shared.gateway import Gateway
 from shared.halt import Halt
 from shared.messages import Opportunity, OrderBook, now_ms
 from shared.settings import KafkaSettings, RedisSettings
+from tests.conftest import NotYet, eventually
 from tests.integration.conftest import SimVenue, sim_gateway, start_venue
 from tests.integration.redis_proxy import RedisProxy
 from tests.metric_values import value
-from workers.arbitrage.balances import DISAGREEMENTS, BalanceBook
+from workers.arbitrage.balances import BalanceBook
 from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
 from workers.arbitrage.execute import ExecutionPolicy, Executor, leg_ids
 from workers.arbitrage.ledger import ExecutionLedger
+from workers.arbitrage.metrics import DISAGREEMENTS
 
 pytestmark = pytest.mark.slow
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -185,15 +186,39 @@ async def test_a_read_waits_while_an_order_is_in_flight(rig: Rig) -> None:
 async def test_reservations_are_checked_against_the_view_and_lapse(rig: Rig) -> None:
     book = rig.executor().balances
     usdt = (await view(rig, "exe-x"))["USDT"]
-    assert await book.reserve("opp-a", [("exe-x", "USDT", 1.0)], usdt * 0.75, ttl_s=1.0) == pytest.approx(
+    hold_s = 1.0
+    assert await book.reserve("opp-a", [("exe-x", "USDT", 1.0)], usdt * 0.75, ttl_s=hold_s) == pytest.approx(
         usdt * 0.75)
     # only a quarter is left for anyone else, and the second hold is granted just that
     assert await book.reserve("opp-b", [("exe-x", "USDT", 2.0)], usdt, ttl_s=30) == pytest.approx(usdt / 8)
     await book.release("opp-b", ["exe-x"])
-    await asyncio.sleep(1.2)  # opp-a's hold lapses by itself
-    assert await book.reserved("exe-x", "USDT") == 0.0
+
+    async def lapsed() -> bool | NotYet:
+        left = await book.reserved("exe-x", "USDT")
+        return left == 0.0 or NotYet(left)
+
+    # opp-a's hold lapses by itself, within its time (and the polling's margin)
+    await eventually(lapsed, hold_s + 0.2, "opp-a's hold lapsing")
     assert await book.reserve("opp-c", [("exe-x", "USDT", 1.0)], usdt, ttl_s=30) == pytest.approx(usdt)
     await book.release("opp-c", ["exe-x"])
+
+
+HOLD_S = 0.5  # the holds and the lease of the executions failed below
+
+
+async def nothing_held(rig: Rig) -> bool | NotYet:
+    """Whatever an execution left in Redis has lapsed: reservations and in-flight marks
+    carry their end time (``...|until``); a pair lock is a live key until it expires."""
+    now = now_ms()
+    live = {}
+    for key, fields in (await held(rig)).items():
+        if not isinstance(fields, dict):
+            live[key] = fields
+            continue
+        for field, raw in fields.items():
+            if int(float(raw.decode().rpartition("|")[2])) >= now:
+                live[f"{key} {field}"] = raw
+    return not live or NotYet(live)
 
 
 @pytest.mark.timeout(300)
@@ -211,7 +236,7 @@ async def test_redis_failing_at_any_step_holds_nothing_for_ever_and_recovers_exa
     steps = rig.proxy.sent - start
     assert steps >= 10, steps
     for k in range(steps):
-        executor = rig.executor(hold_s=0.5, lease_s=0.5)
+        executor = rig.executor(hold_s=HOLD_S, lease_s=HOLD_S)
         opp = await opportunity(rig)
         rig.proxy.fail_after(k, lose_reply=lose_reply)
         with pytest.raises(TransientError) as failed:
@@ -219,14 +244,8 @@ async def test_redis_failing_at_any_step_holds_nothing_for_ever_and_recovers_exa
             print(f"step {k} of {steps} did not fail")
         assert isinstance(failed.value, RedisUnavailable) or "redis" in str(failed.value).lower()
         rig.proxy.heal()
-        await asyncio.sleep(0.7)  # every hold of the failed attempt has lapsed
-        now = now_ms()
-        left = await held(rig)
-        for key, fields in left.items():
-            assert isinstance(fields, dict), (k, key, fields)  # a pair lock would be a live string
-            for field, raw in fields.items():
-                until = int(float(raw.decode().rpartition("|")[2]))
-                assert until < now, f"step {k}: {key} {field} still held"
+        # every hold of the failed attempt lapses within its time (and the polling's margin)
+        await eventually(lambda: nothing_held(rig), HOLD_S + 0.2, f"step {k}: every hold lapsed")
         await redeliver(executor, opp)
         assert await outcome(rig, opp.id) in ("both_legs", "none", "one_leg"), k
         for venue in rig.gateway.venues:
@@ -240,15 +259,15 @@ async def test_redis_failing_at_any_step_holds_nothing_for_ever_and_recovers_exa
 async def redeliver(executor: Executor, opp: Opportunity) -> None:
     """What the consumer loop does with a transient failure: handle again, with backoff (the
     first command on each connection the failure broke fails too)."""
-    error: Exception | None = None
-    for _attempt in range(10):
+
+    async def handled() -> bool | NotYet:
         try:
             await executor.handle(opp)
-            return
         except TransientError as exc:
-            error = exc
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the redelivered opportunity never settled: {error}") from error
+            return NotYet(exc)
+        return True
+
+    await eventually(handled, 10, "the redelivered opportunity settled", interval_s=0.1)
 
 
 async def journal_orders(rig: Rig) -> dict[str, int]:

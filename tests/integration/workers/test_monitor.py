@@ -11,9 +11,11 @@ import pytest
 
 from shared.gateway import Gateway
 from shared.messages import Execution, now_ms
+from tests.conftest import NotYet, eventually
 from tests.integration.conftest import SimVenue, ccxt_client, running_venues, sim_gateway
 from tests.integration.shared.test_timeseries import export
 from tests.metric_values import value
+from workers.monitor import metrics as monitor_metrics
 from workers.monitor import worker as mon
 from workers.monitor.settings import MonitorParams
 
@@ -33,15 +35,14 @@ def gateway(venues: dict[str, SimVenue]) -> Gateway:
 
 
 async def exported(url: str, match: str, done, timeout_s: float = 10.0) -> list[dict]:  # type: ignore[no-untyped-def]
-    import asyncio
-    import time
+    """The store's rows for ``match`` once ``done(rows)``."""
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def probe() -> tuple[list[dict]] | NotYet:
         rows = export(url, match)
-        if done(rows) or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.2)
+        return (rows,) if done(rows) else NotYet(rows)  # a tuple: done may be true of no rows
+
+    (rows,) = await eventually(probe, timeout_s, f"the store's rows for {match}", interval_s=0.2)
+    return rows
 
 
 async def test_value_pnl_and_drawdown_survive_a_restart(venues, redis_client, redis_settings,
@@ -64,11 +65,11 @@ async def test_value_pnl_and_drawdown_survive_a_restart(venues, redis_client, re
                     for a in ("BTC", "ETH"))
         expected = 1 * btc + 20 * eth + 15000
         assert v.total == pytest.approx(expected, rel=2e-3)  # prices walk between the two reads
-        assert value(mon.TOTAL_VALUE) == v.total
+        assert value(monitor_metrics.TOTAL_VALUE) == v.total
         assert sum(v.allocation.values()) == pytest.approx(1.0)
-        assert value(mon.ALLOCATION, "USDT") == pytest.approx(15000 / v.total)
-        assert value(mon.EXCHANGE_PNL, "mo-a") == 0.0, "the first valuation is the baseline"
-        assert value(mon.DRAWDOWN) == 0.0
+        assert value(monitor_metrics.ALLOCATION, "USDT") == pytest.approx(15000 / v.total)
+        assert value(monitor_metrics.EXCHANGE_PNL, "mo-a") == 0.0, "the first valuation is the baseline"
+        assert value(monitor_metrics.DRAWDOWN) == 0.0
         latest = json.loads(await redis_client.get(first.k_latest))
         assert latest["total_value"] == v.total and set(latest["pnl_by_exchange"]) == {"mo-a", "mo-b"}
 
@@ -78,21 +79,23 @@ async def test_value_pnl_and_drawdown_survive_a_restart(venues, redis_client, re
         restarted = mon.Monitor(params, gw, SYMBOLS, redis=redis_client, tsdb=tsdb,
                                 prefix=redis_settings.key_prefix)
         again = await restarted.poll()
-        assert value(mon.DRAWDOWN) == pytest.approx(1 - again.total / (v.total * 1.25))
-        assert value(mon.DRAWDOWN) == pytest.approx(0.2, abs=0.01)
-        pnl_a = value(mon.EXCHANGE_PNL, "mo-a")
+        assert value(monitor_metrics.DRAWDOWN) == pytest.approx(1 - again.total / (v.total * 1.25))
+        assert value(monitor_metrics.DRAWDOWN) == pytest.approx(0.2, abs=0.01)
+        pnl_a = value(monitor_metrics.EXCHANGE_PNL, "mo-a")
         assert pnl_a == pytest.approx(again.by_venue["mo-a"] - v.by_venue["mo-a"] + 100.0)
-        assert value(mon.PNL_TOTAL) == pytest.approx(
-            pnl_a + value(mon.EXCHANGE_PNL, "mo-b"))
+        assert value(monitor_metrics.PNL_TOTAL) == pytest.approx(
+            pnl_a + value(monitor_metrics.EXCHANGE_PNL, "mo-b"))
 
         top = await restarted.correlation_once()
-        assert -1.0 <= top <= 1.0 and value(mon.MAX_CORRELATION) == top
+        assert -1.0 <= top <= 1.0 and value(monitor_metrics.MAX_CORRELATION) == top
         await tsdb.flush()
     # the store makes fresh points searchable within about a second
     rows = await exported(store_settings.url, f'{{__name__="portfolio_total_value",account="{account}"}}',
                           lambda rows: len(rows) == 1 and len(rows[0]["values"]) == 2)
     assert len(rows) == 1 and len(rows[0]["values"]) == 2, rows
-    corr = export(store_settings.url, f'{{__name__="portfolio_correlation_value",account="{account}"}}')
+    # written by the same flush, but a series the store has not seen before may show later
+    corr = await exported(store_settings.url,
+                          f'{{__name__="portfolio_correlation_value",account="{account}"}}', bool)
     assert [(r["metric"]["a"], r["metric"]["b"]) for r in corr] == [("BTC", "ETH")]
 
 
@@ -102,19 +105,19 @@ async def test_fees_are_counted_once_per_execution_in_the_quote(venues, redis_cl
         monitor = mon.Monitor(MonitorParams(account="fees"), gw, SYMBOLS, redis=redis_client,
                               prefix=redis_settings.key_prefix)
         await monitor.poll()
-        before = value(mon.FEES, "mo-a")
+        before = value(monitor_metrics.FEES, "mo-a")
         ex_id = uuid.uuid4().hex
         fee_in_btc = Execution(id=ex_id, source="arbitrage", parent_id="o", venue="mo-a", symbol="BTC/USDT",
                                side="buy", client_order_id=ex_id, status="filled", amount=0.1, filled=0.1,
                                fee=0.0001, fee_currency="BTC", ts_ms=now_ms())
         await monitor.handle(fee_in_btc)
         await monitor.handle(fee_in_btc)  # redelivered
-        assert value(mon.FEES, "mo-a") - before == pytest.approx(0.0001 * monitor.prices["BTC"])
+        assert value(monitor_metrics.FEES, "mo-a") - before == pytest.approx(0.0001 * monitor.prices["BTC"])
         dry = Execution(id=uuid.uuid4().hex, source="rebalancer", parent_id="p", venue="mo-a",
                         symbol="BTC/USDT", side="buy", client_order_id="x", status="planned", amount=1,
                         fee=5.0, fee_currency="USDT", dry_run=True, ts_ms=now_ms())
         await monitor.handle(dry)
-        assert value(mon.FEES, "mo-a") - before == pytest.approx(0.0001 * monitor.prices["BTC"])
+        assert value(monitor_metrics.FEES, "mo-a") - before == pytest.approx(0.0001 * monitor.prices["BTC"])
 
 
 async def test_without_redis_the_valuation_still_reaches_the_metrics(venues) -> None:
@@ -130,6 +133,6 @@ async def test_without_redis_the_valuation_still_reaches_the_metrics(venues) -> 
             v = await monitor.poll()
     finally:
         await down.aclose()
-    assert v.total > 0 and value(mon.TOTAL_VALUE) == v.total
-    assert value(mon.PEAK) == v.total, "the peak is kept in memory meanwhile"
-    assert value(mon.EXCHANGE_PNL, "mo-b") == 0.0
+    assert v.total > 0 and value(monitor_metrics.TOTAL_VALUE) == v.total
+    assert value(monitor_metrics.PEAK) == v.total, "the peak is kept in memory meanwhile"
+    assert value(monitor_metrics.EXCHANGE_PNL, "mo-b") == 0.0

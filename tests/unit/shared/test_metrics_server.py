@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from shared.metrics import Health, build_app
+from shared.health import Health, build_app
 from workers.rebalancer.settings import RebalancerSettings
 
 

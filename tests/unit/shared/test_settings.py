@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from shared.settings import RebalanceSettings, SettingsError, load
+from shared.settings import SettingsError, load
 from tests import ROOT
 from workers.main.settings import MainSettings
+from workers.rebalancer.settings import RebalanceSettings
 
 SEED_DEFAULTS = {
     "CSE_REBALANCE_ENABLED": True,
@@ -169,3 +170,14 @@ def test_the_process_stops_with_exit_code_2_and_no_traceback() -> None:
         "portfolio-rebalancer: invalid setting CSE_REBALANCE_MAX_ORDERS='0': allowed: "
         "an integer >= 1 and <= 1000",
     ]
+
+
+def test_the_one_list_parser() -> None:
+    from shared.settings import split_list, split_pairs
+
+    assert split_list(" a, b ,,c ") == ["a", "b", "c"]
+    assert split_list("") == []
+    assert split_pairs("x = 1, y=http://h:1/p", "name=value") == [("x", "1"), ("y", "http://h:1/p")]
+    for bad in ("x", "=1", "x="):
+        with pytest.raises(ValueError, match=f"{bad!r} is not name=value"):
+            split_pairs(bad, "name=value")

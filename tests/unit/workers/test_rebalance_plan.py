@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workers.rebalancer.plan import Holding, next_delay, plan_orders
+from shared.backoff import next_delay
+from shared.errors import PlanError
+from workers.rebalancer.plan import Holding, plan_orders
 
 COST = dict(fee_rate=0.001, slippage_bps=5.0)  # 0.15 % of notional
 
@@ -74,7 +76,7 @@ def test_unlisted_markets_are_not_used_and_ids_are_deterministic() -> None:
 
 
 def test_a_missing_price_is_named() -> None:
-    with pytest.raises(ValueError, match="no price for DOGE"):
+    with pytest.raises(PlanError, match="no price for DOGE"):
         plan_orders([Holding("A", "DOGE", 5.0)], {}, {}, quote="USDT", plan_id="x", min_notional=1,
                     max_orders=1, **COST)
 

@@ -7,8 +7,8 @@ import pytest
 
 from shared import allocation
 from shared.errors import CseError
-from shared.settings import RebalanceSettings
 from workers.rebalancer.engine import DAYS_PER_YEAR, RebalanceEngine
+from workers.rebalancer.settings import RebalanceSettings
 
 ASSETS = ["BTC", "ETH", "SOL"]
 COV = np.array([[0.0016, 0.0012, 0.0010], [0.0012, 0.0025, 0.0015], [0.0010, 0.0015, 0.0049]])
