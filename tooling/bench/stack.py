@@ -24,7 +24,7 @@ import msgspec
 
 from shared.coordination import connect
 from shared.messages import ORDERS_EXECUTIONS, Execution
-from shared.rediskeys import DEFAULT_PREFIX
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 from shared.settings import RedisSettings, split_pairs
 from tooling.devstack.supervisor import StackConfig, Supervisor
 
@@ -35,7 +35,7 @@ async def _outcomes(redis_url: str, prefix: str = DEFAULT_PREFIX) -> Counter[str
     client = connect(RedisSettings(url=redis_url))
     try:
         counts: Counter[str] = Counter()
-        async for key in client.scan_iter(f"{prefix}arb:opp:*", count=1000):
+        async for key in client.scan_iter(RedisKeys(prefix).arb_opportunity("*"), count=1000):
             outcome = await client.hget(key, "outcome")
             counts[outcome.decode() if outcome else "unsettled"] += 1
         return counts

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from shared.messages import Execution, Opportunity
+from shared.messages import Execution, Opportunity, split_symbol
 from tooling.scenario.spec import ExpectedExecution, Scenario
 
 ACCOUNT = "acct-0"  # venue-sim's label of the first (development) account: the scenario's
@@ -153,16 +153,11 @@ class Report:
 
 # --- balances and valuation --------------------------------------------------------------------
 
-def split(symbol: str) -> tuple[str, str]:
-    base, _, quote = symbol.partition("/")
-    return base, quote.partition(":")[0]
-
-
 def fill_changes(fills: list[dict[str, Any]]) -> dict[str, Decimal]:
     """Exact balance changes of journal fills, per asset."""
     out: dict[str, Decimal] = defaultdict(Decimal)
     for f in fills:
-        base, quote = split(str(f["symbol"]))
+        base, quote = split_symbol(str(f["symbol"]))
         qty, price = Decimal(str(f["qty"])), Decimal(str(f["price"]))
         quote_qty = Decimal(str(f["quoteQty"])) if f.get("quoteQty") is not None else qty * price
         sign = 1 if str(f["side"]).upper() == "BUY" else -1
@@ -418,7 +413,7 @@ def _journals_agree(collected: Collected) -> Check:
 
 def _asset_tolerance(scenario: Scenario, asset: str) -> Decimal:
     """quantity_tolerance, else the coarsest lot step given for a symbol with ``asset`` as base."""
-    symbols = [s for s in scenario.symbols if split(s)[0] == asset]
+    symbols = [s for s in scenario.symbols if split_symbol(s)[0] == asset]
     return max((scenario.quantity_tolerance(s) for s in symbols), default=scenario.quantity_tolerance(None))
 
 

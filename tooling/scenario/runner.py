@@ -65,7 +65,7 @@ from shared.messages import (
     OrderBook,
     now_ms,
 )
-from shared.rediskeys import DEFAULT_PREFIX
+from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
 from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
 from tooling.devstack import infra
 from tooling.devstack.infra import LOCALHOST, ProcessSpec
@@ -492,7 +492,8 @@ class Runner:
         redis = _redis(stack.endpoints["redis"])
         try:
             collected.states = await _ledger_states(redis, stack.prefix)
-            collected.drift = [json.loads(x) for x in await redis.lrange(f"{stack.prefix}arb:drift", 0, -1)]
+            drift = await redis.lrange(RedisKeys(stack.prefix).arb_drift(), 0, -1)
+            collected.drift = [json.loads(x) for x in drift]
         finally:
             await redis.aclose()
         collected.ingest = dict(getattr(self, "ingest_counts", {}))
@@ -563,7 +564,7 @@ def _redis(url: str) -> Any:
 
 async def _ledger_states(redis: Any, prefix: str) -> dict[str, dict[str, str]]:
     out = {}
-    async for key in redis.scan_iter(f"{prefix}arb:opp:*"):
+    async for key in redis.scan_iter(RedisKeys(prefix).arb_opportunity("*")):
         raw = await redis.hgetall(key)
         name = key.decode() if isinstance(key, bytes) else str(key)
         out[name.rsplit(":", 1)[1]] = {

@@ -70,6 +70,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from shared.messages import split_symbol
+
 DEFAULT_QUOTE = "USDT"
 DEFAULT_REPLICAS = 3
 DEFAULT_FEE = Decimal("0.001")
@@ -302,8 +304,8 @@ class _Parser:
         return name
 
     def symbol(self, value: str, where: str) -> str:
-        base, sep, quote = value.partition("/")
-        if not sep or not _ASSET.match(base) or not _ASSET.match(quote) or base == quote:
+        base, quote = split_symbol(value)
+        if value != f"{base}/{quote}" or not _ASSET.match(base) or not _ASSET.match(quote) or base == quote:
             raise self.error(where, f"{value!r} is not a symbol BASE/QUOTE (assets of 2-12 capital "
                                     "letters or digits)")
         return value
@@ -552,7 +554,7 @@ def effective_grid(venue: Venue, symbol: str) -> tuple[Decimal, Decimal]:
         return f.tick, f.step
     ref = next((float(b.bids[0][0]) + float(b.asks[0][0])) / 2 for b in venue.books
                if b.symbol == symbol and b.bids and b.asks)
-    base, quote = symbol.split("/")
+    base, quote = split_symbol(symbol)
     spec = make_spec(base, quote, ref_price=ref, tick=f.tick, step=f.step, min_notional=f.min_notional)
     return spec.tick, spec.step
 

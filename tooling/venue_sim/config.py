@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET
+from shared.settings import DEV_SIM_API_KEY, DEV_SIM_API_SECRET, split_list, split_pairs
 from tooling.venue_sim.symbols import (
     DEFAULT_CROSSES,
     DEFAULT_SYMBOLS,
@@ -227,7 +227,7 @@ def _symbols(arg: str | None, quote: str) -> list[tuple[str, str]]:
             if quote == "USDT":
                 symbols += [parse_symbol(s, quote) for s in DEFAULT_CROSSES]
         else:
-            symbols = [parse_symbol(s, quote) for s in arg.split(",") if s.strip()]
+            symbols = [parse_symbol(s, quote) for s in split_list(arg)]
     except ValueError as exc:
         raise UsageError(f"argument --symbols: {exc}") from None
     if not symbols:
@@ -240,14 +240,17 @@ def _symbols(arg: str | None, quote: str) -> list[tuple[str, str]]:
 def _balances(arg: str) -> dict[str, Decimal]:
     """``--balances``: comma-separated ``ASSET=AMOUNT`` with a finite amount >= 0 (a later one wins)."""
     balances: dict[str, Decimal] = {}
-    for item in (x.strip() for x in arg.split(",") if x.strip()):
-        asset, sep, amount = item.partition("=")
-        asset = asset.strip().upper()
+    form = "ASSET=AMOUNT (amount >= 0)"
+    try:
+        pairs = split_pairs(arg, form)
+    except ValueError as exc:
+        raise UsageError(f"argument --balances: {exc}") from None
+    for asset, amount in pairs:
         try:
-            value = Decimal(amount.strip())
+            value = Decimal(amount)
         except InvalidOperation:
             value = Decimal(-1)
-        if not sep or not asset or not value.is_finite() or value < 0:
-            raise UsageError(f"argument --balances: {item!r} is not ASSET=AMOUNT (amount >= 0)")
-        balances[asset] = value
+        if not value.is_finite() or value < 0:
+            raise UsageError(f"argument --balances: {f'{asset}={amount}'!r} is not {form}")
+        balances[asset.upper()] = value
     return balances

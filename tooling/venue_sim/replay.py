@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.messages import split_symbol
 from tooling.venue_sim.book import Book, DepthProfile, book_from_levels
 from tooling.venue_sim.market import DAY_MS
 from tooling.venue_sim.source import INTERVALS, Stats24h, align, kline_rows
@@ -226,7 +227,7 @@ class ReplaySource:
         for symbol, d in data.items():
             if d.first_price is None:
                 raise ReplayError(f"{path}: {symbol} has neither books nor candles")
-            base, q = symbol.split("/")
+            base, q = split_symbol(symbol)
             spec = make_spec(base, q, ref_price=d.first_price, tick=d.meta.get("tickSize"),
                              step=d.meta.get("stepSize"), min_notional=d.meta.get("minNotional"))
             self.specs.append(spec)

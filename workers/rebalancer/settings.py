@@ -29,6 +29,9 @@ def parse_asset_map(text: str, *, positive: bool = False) -> dict[str, float]:
     return out
 
 
+METHOD_ALIASES = {"risk-parity": "rp", "mean-variance": "mv"}
+
+
 class RebalanceSettings(SettingsPart):
     """The rebalance variables of the deployment guide, with its defaults."""
 
@@ -58,6 +61,14 @@ class RebalanceSettings(SettingsPart):
     risk_budgets: str = Field("", description="rp: ASSET=budget,... (others 1; normalised)")
     max_weight: float = Field(1.0, gt=0, le=1, description="mv: largest weight of one asset")
     lock_ttl: float = Field(15.0, ge=1, le=600, description="seconds a dead leader holds the lock")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_alias(cls, value: Any) -> Any:
+        """The deployment guide's words for the methods ("risk-parity ou mean-variance")."""
+        if isinstance(value, str):
+            return METHOD_ALIASES.get(value.strip().lower().replace("_", "-"), value)
+        return value
 
     @field_validator("expected_returns", "risk_budgets")
     @classmethod

@@ -36,7 +36,7 @@ BOOLS = ["ENABLED", "USE_REAL_COV", "VOL_TARGET_ENABLED", "DRY_RUN", "BACKOFF_EN
 INVALID = {
     **{f"CSE_REBALANCE_{b}": ["maybe", "2", "", "-1"] for b in BOOLS},
     "CSE_REBALANCE_INTERVAL": ["0", "-5", "abc", "100000"],
-    "CSE_REBALANCE_METHOD": ["risk-parity", "RP2", "", "hrp"],
+    "CSE_REBALANCE_METHOD": ["risk parity", "RP2", "", "hrp"],
     "CSE_REBALANCE_VOL_TARGET": ["0", "-0.01", "1.5", "x"],
     "CSE_REBALANCE_MAX_ORDERS": ["0", "-1", "2.5", "many"],
     "CSE_REBALANCE_FEE_RATE": ["-0.001", "0.5", "fee"],
@@ -181,3 +181,19 @@ def test_the_one_list_parser() -> None:
     for bad in ("x", "=1", "x="):
         with pytest.raises(ValueError, match=f"{bad!r} is not name=value"):
             split_pairs(bad, "name=value")
+
+
+@pytest.mark.parametrize(("value", "method"), [
+    ("rp", "rp"), ("mv", "mv"), ("risk-parity", "rp"), ("mean-variance", "mv"),
+    ("Risk_Parity", "rp"), (" MEAN-VARIANCE ", "mv"),
+])
+def test_the_guides_method_names_are_accepted(monkeypatch: pytest.MonkeyPatch, value: str,
+                                               method: str) -> None:
+    monkeypatch.setenv("CSE_REBALANCE_METHOD", value)
+    assert load(RebalanceSettings).method == method
+
+
+def test_an_unknown_method_still_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSE_REBALANCE_METHOD", "hrp")
+    with pytest.raises(SettingsError, match="CSE_REBALANCE_METHOD='hrp'"):
+        load(RebalanceSettings)
