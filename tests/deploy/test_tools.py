@@ -135,8 +135,13 @@ def test_nginx_config_is_valid(tmp_path: Path) -> None:
 
 def test_nginx_routes_and_limits() -> None:
     text = NGINX_CONF.read_text()
-    for route in ("location /api/", "location = /metrics", "location /prometheus/", "location /grafana/"):
+    for route in ("location /api/", "location = /metrics", "location /prometheus/", "location /grafana/",
+                  "location = /status/", "location = /monitor/"):
         assert route in text, route
+    # the deployment guide's addresses answer: / leads to the status page, /monitor/ to its metrics
+    assert re.search(r"location = / \{\s*return 302 /status/;", text)
+    assert re.search(r"location = /monitor/ \{[^{}]*\{[^}]*\}\s*return 302 /monitor/metrics;", text)
+    assert re.search(r"location = /status/ \{[^}]*proxy_pass http://cse_api;", text)
     assert re.search(r"location /api/ \{[^}]*limit_req zone=api ", text)
     assert "keepalive " in text and "gzip on;" in text and "max_fails=" in text
     assert "log_format json_access escape=json" in text

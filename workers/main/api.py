@@ -358,7 +358,20 @@ async def page(_request: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html")
 
 
+async def index(_request: web.Request) -> web.Response:
+    """``/api/``: every endpoint with what it answers, from the OpenAPI document."""
+    paths = spec()["paths"]
+    endpoints = [{"method": method.upper(), "path": path, "summary": op["summary"]}
+                 for path, ops in paths.items() if path.startswith("/api/") for method, op in ops.items()]
+    return web.json_response({"service": names.MAIN, "endpoints": endpoints,
+                              "openapi": "/api/openapi.json", "status_page": STATUS_PAGE})
+
+
+STATUS_PAGE = "/status/"  # also at "/" when the API is reached directly
+
 ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/api/", index),
+    ("GET", STATUS_PAGE, page),
     ("GET", "/api/status", status),
     ("GET", "/api/portfolio", portfolio),
     ("GET", "/api/opportunities", opportunities),

@@ -47,6 +47,11 @@ def spec() -> dict[str, Any]:
                                                                    "503": _json({"type": "object"})}}},
             "/ready": {"get": {"summary": "Readiness: Kafka, Redis and the store reachable",
                                "responses": {"200": _json(OBJ), "503": _json(OBJ)}}},
+            "/status/": {"get": {"summary": "The status page (HTML; also at /)",
+                                 "responses": {"200": {"description": "HTML",
+                                                       "content": {"text/html": {}}}}}},
+            "/api/": {"get": {"summary": "This API's endpoints, with a line on each",
+                              "responses": {"200": _json({"type": "object"})}}},
             "/api/status": {"get": {"summary": "The portfolio and pipeline at a glance",
                                     "responses": {"200": _json({"type": "object"}), **_errors(400, 503)}}},
             "/api/portfolio": {"get": {

@@ -68,6 +68,19 @@ async def test_every_route_is_in_the_openapi_document_and_nothing_else(api) -> N
     assert routed == described
 
 
+async def test_the_api_root_lists_every_endpoint_and_the_status_page_has_a_path(api) -> None:
+    client, _ = api
+    resp = await client.get("/api/")
+    assert resp.status == 200
+    doc = await resp.json()
+    listed = {(e["method"], e["path"]) for e in doc["endpoints"]}
+    assert ("GET", "/api/portfolio") in listed and ("PUT", "/api/halt") in listed
+    assert all(e["summary"] for e in doc["endpoints"]) and doc["openapi"] == "/api/openapi.json"
+    page = await client.get(doc["status_page"])
+    assert page.status == 200 and "CryptoSpreadEdge" in await page.text()
+    assert page.content_type == "text/html"
+
+
 async def test_bad_requests_get_a_4xx_that_says_why(api) -> None:
     client, _ = api
     cases = [
