@@ -33,6 +33,9 @@ from workers.main.settings import IngestSettings
 
 log = get_logger("ingest")
 
+STOP_GRACE_S = 5.0  # how long a stopping ingest lets its polls in flight finish
+
+
 def pair_key(venue: str, symbol: str) -> str:
     return f"{venue}|{symbol}"
 
@@ -78,15 +81,28 @@ class Ingest:
         self.published = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Poll until ``stopping``; a loop that dies takes ingest (and the worker) down with
+        its error. On stop, the polls in flight finish (a book sent is a book counted) for
+        up to ``STOP_GRACE_S``, then the rest is cancelled."""
         tasks = [asyncio.create_task(self._venue_loop(v, stopping), name=f"ingest-{v}")
                  for v in self.gateway.venues]
         tasks.append(asyncio.create_task(self._share_loop(stopping), name="ingest-share"))
+        stop = asyncio.create_task(stopping.wait())
         try:
-            await stopping.wait()
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop}:
+                task.result()  # a loop ended before the stop: raise what ended it
         finally:
-            for t in tasks:
+            stop.cancel()
+            if not stopping.is_set():
+                for t in tasks:
+                    t.cancel()
+            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            for t in late:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):  # failed while finishing: said, not raised over
+                    log.warning("ingest_stop_failed", error=repr(outcome)[:200])
             await self.share.leave()
 
     async def _share_loop(self, stopping: asyncio.Event) -> None:
