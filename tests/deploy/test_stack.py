@@ -175,3 +175,9 @@ def test_env_files_reach_the_workers(production: dict[str, Any]) -> None:
     expected = _read_env_file(ROOT / "config" / "environments" / "production.env")
     env = production["services"]["cryptospreadedge-main"]["environment"]
     assert {k: env[k] for k in expected} == expected
+
+
+def test_the_deployment_guides_stack_path_resolves() -> None:
+    """The guide deploys `-c infrastructure/docker/swarm/docker-stack-portfolio-optimized.yml`."""
+    guide = ROOT / "infrastructure/docker/swarm/docker-stack-portfolio-optimized.yml"
+    assert guide.resolve() == (ROOT / "infrastructure/swarm/docker-stack-portfolio-optimized.yml").resolve()

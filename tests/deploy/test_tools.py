@@ -66,6 +66,10 @@ def test_image_is_multi_stage_pinned_non_root_and_healthchecked() -> None:
     assert "--only-binary=:all:" in build_text, "dependencies install from wheels, never compiled"
     assert "COPY pyproject.toml setup.py" in build_text, "setup.py builds the allocation kernel"
     assert "a.COMPILED" in build_text, "the build fails if the compiled kernel is missing"
+    # ... and checks the installed package, not the source tree it was built from
+    assert re.search(r"/opt/cse/bin/python -P -c \"import shared.allocation[^\"]*/opt/cse/", build_text)
+    # builds offline: no frontend to fetch from Docker Hub
+    assert not text.startswith("# syntax="), "a syntax line makes BuildKit pull its frontend"
 
 
 def test_dockerignore_files_agree() -> None:
@@ -75,6 +79,8 @@ def test_dockerignore_files_agree() -> None:
     root_rules = rules(ROOT / ".dockerignore")
     assert root_rules == rules(DOCKERFILE.with_name("Dockerfile.dockerignore"))
     assert root_rules[0] == "*" and "!shared/" in root_rules and "!workers/" in root_rules
+    # a kernel compiled on the host never enters the image: the image builds its own
+    assert root_rules.index("**/*.so") > root_rules.index("!shared/")
 
 
 def test_entrypoint_loads_env_files_and_remembers_the_worker(tmp_path: Path) -> None:
