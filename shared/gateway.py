@@ -123,13 +123,19 @@ def _retry_after(client: Any) -> float | None:
     return None
 
 
+# ccxt's exception classes and the project error each becomes, most specific first.
+_ERRORS: tuple[tuple[type[BaseException], type[Exception]], ...] = (
+    (ccxt.AuthenticationError, ExchangeAuthError),
+    (ccxt.DuplicateOrderId, DuplicateOrder),
+    (ccxt.OrderNotFound, OrderNotFound),
+    (ccxt.ExchangeError, ExchangeRejected),
+)
+
+
 def classify(exc: BaseException) -> type[Exception]:
-    """Which project error a ccxt exception becomes."""
-    if isinstance(exc, ccxt.AuthenticationError):
-        return ExchangeAuthError
-    if isinstance(exc, ccxt.ExchangeError):
-        return ExchangeRejected
-    return ExchangeUnavailable  # NetworkError, OperationFailed and anything unexpected
+    """Which project error a ccxt exception becomes (NetworkError, OperationFailed and
+    anything unexpected: ExchangeUnavailable, retried)."""
+    return next((ours for theirs, ours in _ERRORS if isinstance(exc, theirs)), ExchangeUnavailable)
 
 
 class Gateway:
@@ -211,12 +217,8 @@ class Gateway:
                 answered = not isinstance(exc, ccxt.RequestTimeout | ccxt.ExchangeNotAvailable)
                 metrics.EXCHANGE_UP.labels(venue).set(1 if answered else 0)
                 message = f"{venue} {method}: {type(exc).__name__}: {str(exc)[:300]}"
-                if isinstance(exc, ccxt.DuplicateOrderId):
-                    raise DuplicateOrder(message, type(exc).__name__) from exc
-                if isinstance(exc, ccxt.OrderNotFound):
-                    raise OrderNotFound(message, type(exc).__name__) from exc
-                if kind is ExchangeRejected:
-                    raise ExchangeRejected(message, type(exc).__name__) from exc
+                if issubclass(kind, ExchangeRejected):
+                    raise kind(message, type(exc).__name__) from exc
                 if kind is ExchangeAuthError:
                     raise ExchangeAuthError(message) from exc
                 if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
