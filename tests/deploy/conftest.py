@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+from tests import ROOT
+
 STACK_FILE = ROOT / "infrastructure" / "swarm" / "docker-stack-portfolio-optimized.yml"
 DEPLOY_SCRIPT = ROOT / "scripts" / "deployment" / "deploy-portfolio-swarm.sh"
 DOCKERFILE = ROOT / "infrastructure" / "docker" / "services" / "cryptospreadedge" / "Dockerfile"
