@@ -11,8 +11,10 @@
   A record that does not decode or validate, or whose handler raises a non-transient
   error, goes to ``<topic>.dlq`` with the reason, and the loop moves on. A
   :class:`~shared.errors.TransientError` from the handler is retried with backoff and
-  never committed past. When fetching or committing stalls (broker gone, group
-  forgotten by a restarted broker) the consumer is rebuilt from scratch.
+  never committed past. Offsets handled under one group generation are never committed
+  under the next (after a rebalance, or a broker that restarted and forgot the group, the
+  partitions' new owners read those records again). When fetching or committing stalls
+  (broker gone, group forgotten by a restarted broker) the consumer is rebuilt from scratch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
@@ -379,6 +387,25 @@ class ConsumerStats:
     last_progress: float = field(default_factory=time.monotonic)
 
 
+class _Generation(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Counts assignment changes: offsets gathered under one count are committed under it only.
+
+    aiokafka commits with the group generation current at commit time, not the one the
+    records were fetched under, so a commit after a rejoin could skip records the new
+    assignment must read (seen with a broker that restarted empty: records fetched at the
+    old positions, then committed once the group re-formed).
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.value += 1
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.value += 1
+
+
 class ConsumerLoop:
     """One member of a consumer group, running ``handler(message, record)`` per record."""
 
@@ -419,6 +446,7 @@ class ConsumerLoop:
         self.start_gate = start_gate
         self.outbox = Outbox()  # what this loop's handlers published, settled before each commit
         self._assigned_count = -1  # partitions last reported to the gauge
+        self._generation = _Generation()
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and leave the group."""
@@ -430,8 +458,7 @@ class ConsumerLoop:
 
     def _build(self) -> AIOKafkaConsumer:
         s = self.settings
-        return AIOKafkaConsumer(
-            *self.topics,
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
             client_id=f"{s.client_id}-{self.group_id}",
             group_id=self.group_id,
@@ -444,6 +471,8 @@ class ConsumerLoop:
             request_timeout_ms=max(s.session_timeout_ms + 5000, 15_000),
             metadata_max_age_ms=5000,
         )
+        consumer.subscribe(self.topics, listener=self._generation)
+        return consumer
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; rebuilds the consumer when the broker misbehaves."""
@@ -486,6 +515,7 @@ class ConsumerLoop:
         # committed in order, and only once what their handlers published was acknowledged.
         committing: asyncio.Task[None] | None = None
         offsets: dict[TopicPartition, int] = {}
+        offsets_generation = self._generation.value  # the assignment ``offsets`` were handled under
         published: list[Pending] = []
         last_check = last_health = time.monotonic()
         if self.start_gate is not None:  # joined (start() did that); fetch nothing yet
@@ -496,6 +526,11 @@ class ConsumerLoop:
                                                max_records=self.settings.max_poll_records)
                 now = time.monotonic()
                 self._note_assignment(consumer)
+                if self._generation.value != offsets_generation:
+                    if offsets:  # handled under the previous assignment: its owners read them again
+                        log.info("offsets_dropped_after_rebalance", group=self.group_id,
+                                 partitions=len(offsets))
+                    offsets, offsets_generation = {}, self._generation.value
                 for tp, records in batch.items():
                     if not await self._handle(tp, records, offsets):
                         break  # asked to stop while retrying a transient failure
@@ -505,7 +540,7 @@ class ConsumerLoop:
                     if committing is not None:
                         committing.result()  # raises if the previous commit failed
                     committing = asyncio.create_task(
-                        self._flush_and_commit(consumer, published, offsets))
+                        self._flush_and_commit(consumer, published, offsets, offsets_generation))
                     offsets, published = {}, []
                 if now - last_check > 1.0:
                     last_check = now
@@ -519,7 +554,7 @@ class ConsumerLoop:
                 await committing
             published.extend(self.outbox.take())
             if offsets:
-                await self._flush_and_commit(consumer, published, offsets)
+                await self._flush_and_commit(consumer, published, offsets, offsets_generation)
 
     async def _hold_at_start_gate(self, consumer: AIOKafkaConsumer, gate: asyncio.Event) -> None:
         """Stay in the group with every partition paused (no prefetch) until ``gate`` opens or we stop."""
@@ -581,8 +616,11 @@ class ConsumerLoop:
 
     async def _flush_and_commit(self, consumer: AIOKafkaConsumer,
                                 pending: list[Pending],
-                                offsets: dict[TopicPartition, int]) -> None:
+                                offsets: dict[TopicPartition, int], generation: int) -> None:
         await self.bus.settle(pending)
+        if self._generation.value != generation:
+            log.info("offsets_dropped_after_rebalance", group=self.group_id, partitions=len(offsets))
+            return
         try:
             await asyncio.wait_for(consumer.commit(offsets), self.settings.stall_timeout_s)
         except TimeoutError:
