@@ -387,7 +387,7 @@ class ConsumerStats:
     last_progress: float = field(default_factory=time.monotonic)
 
 
-class _Generation(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Generation(ConsumerRebalanceListener):
     """Counts assignment changes: offsets gathered under one count are committed under it only.
 
     aiokafka commits with the group generation current at commit time, not the one the
