@@ -99,7 +99,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None, **cont
         cache_logger_on_first_use=False,
     )
     # Libraries (aiokafka, aiohttp) log through stdlib: route them through the same
-    # redaction and format, at WARNING unless we are debugging.
+    # redaction and format, at WARNING, or INFO when we are debugging. Never their DEBUG: it
+    # traces every request on the wire (aiokafka logs each fetch, about a hundred lines a
+    # second per consumer), and a worker doing that misses its own healthcheck.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -109,7 +111,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None, **cont
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    root.setLevel(logging.INFO if level == "debug" else logging.WARNING)
     structlog.contextvars.clear_contextvars()
     if context:
         structlog.contextvars.bind_contextvars(**context)

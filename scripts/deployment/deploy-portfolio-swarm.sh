@@ -58,8 +58,11 @@ Secret sources: config/api_keys.encrypted (cse keys encrypt), config/environment
 config/environments/rebalance.env, and in \$CSE_SECRETS_SOURCE (default
 /etc/cryptospreadedge/<env>): keys_passphrase ${GENERATED_SECRETS[*]}.
 
-Environment: STACK_NAME ($STACK_NAME), CSE_IMAGE_REPO (cryptospreadedge), CSE_IMAGE_TAG (git
-commit), CSE_IMAGE_SOURCE (build|pull), CSE_REGISTRY (push the built image there),
+Environment: STACK_NAME ($STACK_NAME), STACK_FILE (the production stack file), CSE_IMAGE_REPO
+(cryptospreadedge), CSE_IMAGE_TAG (git commit), CSE_IMAGE_SOURCE (build|pull), CSE_REGISTRY
+(push the built image there; required with more than one node), CSE_PYTHON_IMAGE (the
+Dockerfile's PYTHON_IMAGE), CSE_BUILD_CA_FILE (CA bundle for pip during the build, as a build
+secret), API_KEYS_FILE, ARBITRAGE_ENV_FILE, REBALANCE_ENV_FILE (secret sources elsewhere),
 CONVERGE_TIMEOUT_S ($CONVERGE_TIMEOUT_S), POLL_INTERVAL_S ($POLL_INTERVAL_S), BACKUP_DIR
 ($BACKUP_DIR), BACKUP_RETENTION_DAYS ($BACKUP_RETENTION_DAYS), LOG_TAIL ($LOG_TAIL).
 EOF
@@ -80,8 +83,8 @@ contains() {
 secret_specs() {
   printf '%s\n' \
     "api_keys_encrypted|${API_KEYS_FILE:-$ROOT/config/api_keys.encrypted}" \
-    "arbitrage_env|$ROOT/config/environments/arbitrage.env" \
-    "rebalance_env|$ROOT/config/environments/rebalance.env" \
+    "arbitrage_env|${ARBITRAGE_ENV_FILE:-$ROOT/config/environments/arbitrage.env}" \
+    "rebalance_env|${REBALANCE_ENV_FILE:-$ROOT/config/environments/rebalance.env}" \
     "keys_passphrase|$SECRETS_SOURCE/keys_passphrase"
   local name
   for name in "${GENERATED_SECRETS[@]}"; do printf '%s\n' "$name|$SECRETS_SOURCE/$name"; done
@@ -160,6 +163,21 @@ require_manager() {
   esac
 }
 
+# More than one node: each pulls the image, so it must be in a registry they all reach.
+require_image_distribution() {
+  local nodes
+  nodes=$(docker node ls -q | wc -l)
+  if [ "$nodes" -gt 1 ] && [ "${CSE_IMAGE_SOURCE:-build}" = build ] && [ -z "${CSE_REGISTRY:-}" ]; then
+    die "$nodes nodes: an image built here exists on this manager only and the other nodes cannot start its tasks; set CSE_REGISTRY=<host:port> (the image is pushed there and pulled by every node) or CSE_IMAGE_SOURCE=pull with CSE_IMAGE_REPO naming a registry; nothing deployed"
+  fi
+}
+
+# `docker stack deploy --detach` appeared in CLI 25 (older clients always return at once and
+# reject the flag); newer ones wait in the foreground unless told --detach=true.
+stack_deploy_flags() {
+  if docker stack deploy --help 2>/dev/null | grep -q -- '--detach'; then printf '%s\n' --detach=true; fi
+}
+
 require_labels() {
   local ids tiers tier missing=()
   mapfile -t ids < <(docker node ls -q)
@@ -182,10 +200,23 @@ full_name() {
 
 stack_services() { docker stack services "$STACK_NAME" --format '{{.Name}}'; }
 
-# 0 when every replicated/global service runs all its replicas; jobs are not counted.
-# Prints what is still pending. Returns 2 when Swarm already rolled a service back.
+# Each service's update state before the deploy ("<name> <state> <started>"): a rollback or
+# pause left over from an earlier deploy is not this deploy's failure.
+update_states() {
+  local names
+  mapfile -t names < <(stack_services 2>/dev/null)
+  [ ${#names[@]} -gt 0 ] || return 0
+  docker service inspect --format \
+    '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}' \
+    "${names[@]}" 2>/dev/null || true
+}
+
+# 0 when every replicated/global service runs all its replicas and no rolling update is in
+# progress (between two update steps the old tasks still count N/N: the update state says
+# whether it finished); jobs are not counted. Prints what is still pending. Returns 2 when a
+# service's update failed during this deploy (Swarm rolled it back or paused it).
 converged() {
-  local name mode replicas running desired pending=0 states state svc names
+  local name mode replicas running desired pending=0 states state svc names update
   while read -r name mode replicas _; do
     [ -n "$name" ] || continue
     case $mode in *job*) continue ;; esac
@@ -198,26 +229,41 @@ converged() {
   done < <(docker stack services "$STACK_NAME" --format '{{.Name}} {{.Mode}} {{.Replicas}}')
   mapfile -t names < <(stack_services)
   [ ${#names[@]} -gt 0 ] || return 1
-  mapfile -t states < <(docker service inspect \
-    --format '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${names[@]}")
+  mapfile -t states < <(docker service inspect --format \
+    '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}' \
+    "${names[@]}")
   for state in "${states[@]}"; do
     svc=${state%% *}
-    case ${state#* } in
+    update=${state#"$svc"}
+    update=${update# }
+    update=${update%% *}
+    case $update in
+      updating)
+        printf '  %s update in progress\n' "$svc"
+        pending=1 ;;
       rollback_started | rollback_completed | rollback_paused | paused)
-        printf '  %s update %s\n' "$svc" "${state#* }"
+        grep -qxF "$state" <<<"${STATES_BEFORE:-}" && continue  # left from an earlier deploy
+        printf '  %s update %s\n' "$svc" "$update"
         return 2 ;;
     esac
   done
   return "$pending"
 }
 
+# Converged on two polls in a row: Swarm starts a rolling update a moment after `stack
+# deploy` returns, and a first poll may still see the previous, finished state.
 wait_converged() {
-  local deadline rc
+  local deadline rc streak=0
   deadline=$(( $(date +%s) + CONVERGE_TIMEOUT_S ))
   while :; do
     rc=0
     converged || rc=$?
-    [ "$rc" -eq 0 ] && return 0
+    if [ "$rc" -eq 0 ]; then
+      streak=$((streak + 1))
+      [ "$streak" -ge 2 ] && return 0
+    else
+      streak=0
+    fi
     [ "$rc" -eq 2 ] && return 1
     [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep "$POLL_INTERVAL_S"
@@ -241,6 +287,7 @@ do_deploy() {
   require_docker
   require_manager
   require_labels
+  require_image_distribution
   check_sources
   ensure_objects secret
   ensure_objects config
@@ -252,7 +299,11 @@ do_deploy() {
   case ${CSE_IMAGE_SOURCE:-build} in
     build)
       log "building $CSE_IMAGE"
-      docker build -t "$CSE_IMAGE" -f "$DOCKERFILE" "$ROOT"
+      local build=(-t "$CSE_IMAGE" -f "$DOCKERFILE")
+      [ -z "${CSE_PYTHON_IMAGE:-}" ] || build+=(--build-arg "PYTHON_IMAGE=$CSE_PYTHON_IMAGE")
+      [ -z "${CSE_BUILD_CA_FILE:-}" ] || build+=(--secret "id=pip_ca,src=$CSE_BUILD_CA_FILE")
+      DOCKER_BUILDKIT=1 docker build "${build[@]}" "$ROOT" ||
+        die "image build failed (it needs BuildKit: a docker CLI with buildx, or Debian's docker.io client)"
       if [ -n "${CSE_REGISTRY:-}" ]; then docker push "$CSE_IMAGE"; fi ;;
     pull) docker pull "$CSE_IMAGE" ;;
     *) die "CSE_IMAGE_SOURCE must be build or pull, not '${CSE_IMAGE_SOURCE}'" ;;
@@ -261,7 +312,10 @@ do_deploy() {
   export CSE_ENV=$ENV_NAME
   if [ "$ENV_NAME" = staging ]; then export CSE_VENUE_SIM_REPLICAS=1; else export CSE_VENUE_SIM_REPLICAS=0; fi
   log "deploying stack $STACK_NAME ($ENV_NAME, $CSE_IMAGE)"
-  docker stack deploy --detach=true --prune --with-registry-auth -c "$STACK_FILE" "$STACK_NAME"
+  STATES_BEFORE=$(update_states)
+  local flags
+  mapfile -t flags < <(stack_deploy_flags)
+  docker stack deploy "${flags[@]}" --prune --with-registry-auth -c "$STACK_FILE" "$STACK_NAME"
 
   log "waiting up to ${CONVERGE_TIMEOUT_S}s for every service to converge"
   if wait_converged; then

@@ -57,3 +57,18 @@ def test_stdlib_loggers_are_redacted_too() -> None:
     logs.register_secret("lib-secret-42")
     logging.getLogger("aiokafka").error("failed with lib-secret-42")
     assert "lib-secret-42" not in out.getvalue() and "failed with ***" in out.getvalue()
+
+
+def test_debug_level_keeps_library_wire_tracing_out() -> None:
+    """At debug, our own debug lines and libraries' info pass; libraries' debug (every request
+    on the wire) does not: it cost the arbitrage workers their healthcheck on a real cluster."""
+    import logging
+
+    out = io.StringIO()
+    logs.configure(level="debug", fmt="json", stream=out)
+    logs.get_logger("t").debug("own_debug_line")
+    logging.getLogger("aiokafka").info("library_info_line")
+    logging.getLogger("aiokafka").debug("library_wire_line")
+    text = out.getvalue()
+    assert "own_debug_line" in text and "library_info_line" in text
+    assert "library_wire_line" not in text
