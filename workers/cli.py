@@ -94,9 +94,18 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_portfolio(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``cse allocate`` and ``cse rebalance --once``."""
-    from workers.rebalancer.allocate_cli import add_parser as add_allocate
-
-    add_allocate(sub)
+    p = sub.add_parser("allocate", help="weights and risk contributions for a covariance file")
+    p.add_argument("--method", choices=["rp", "mv"], required=True,
+                   help="rp: equal risk contribution (risk parity); mv: mean-variance")
+    p.add_argument("--cov", type=Path, required=True, help="covariance matrix, .npy or .csv")
+    p.add_argument("--mu", type=Path, help="expected returns (mv), .npy or .csv")
+    p.add_argument("--objective", choices=["min_variance", "max_sharpe", "utility"],
+                   default="utility", help="mv objective (default: %(default)s; min_variance needs no mu)")
+    p.add_argument("--risk-aversion", type=float, default=1.0,
+                   help="lambda in mu'w - lambda/2 w'Sigma w (default: %(default)s)")
+    p.add_argument("--budgets", type=Path, help="risk budgets (rp), .npy or .csv")
+    p.add_argument("--json", action="store_true", help="print one JSON object last")
+    p.set_defaults(func=_allocate)
 
     reb = sub.add_parser("rebalance", help="run one rebalance cycle now and print the plan")
     reb.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
@@ -189,23 +198,41 @@ def _settings_class(worker: str) -> type:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from shared.lifecycle import run_worker
-
     service, module, _cls = WORKERS[args.worker]
     settings_cls = _settings_class(args.worker)
     if args.check:
-        return _check(service, settings_cls)
+        return _check(service, args.worker, settings_cls)
+    from shared.lifecycle import run_worker
+
     run = importlib.import_module(f"{module}.worker").run
     return run_worker(service, settings_cls, run)
 
 
-def _check(service: str, settings_cls: type) -> int:
-    from shared.settings import load_or_report
+def _health_port(worker: str, settings_cls: type) -> int:
+    """The worker's metrics port, from the only settings that decide it (as ``metrics_port``
+    of the worker's settings): the healthcheck runs every few seconds on busy nodes and must
+    not validate the rest (venues import ccxt)."""
+    from shared.settings import ObservabilitySettings
 
-    settings = load_or_report(settings_cls, service)
-    if settings is None:
+    port = ObservabilitySettings().metrics_port
+    if port is not None:
+        return port
+    if worker in ("main", "rebalancer"):  # CSE_REBALANCE_PROM_PORT
+        from workers.rebalancer.settings import RebalanceSettings
+
+        return RebalanceSettings().prom_port
+    return int(settings_cls.default_metrics_port)  # type: ignore[attr-defined]
+
+
+def _check(service: str, worker: str, settings_cls: type) -> int:
+    from pydantic import ValidationError
+
+    try:
+        port = _health_port(worker, settings_cls)
+    except ValidationError as exc:
+        print(f"{service}: bad settings: {exc.errors()[0].get('msg')}", file=sys.stderr)
         return 2
-    url = f"http://127.0.0.1:{settings.metrics_port}/health"
+    url = f"http://127.0.0.1:{port}/health"
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
             print(resp.read().decode())
@@ -305,6 +332,12 @@ def _keys_encrypt(args: argparse.Namespace) -> int:
     args.out.write_text(document)
     print(f"wrote {args.out} ({len(plain)} venues); delete {args.plaintext} now")
     return 0
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    from workers.rebalancer.allocate_cli import main as allocate_main
+
+    return allocate_main(args)
 
 
 def _rebalance_once(args: argparse.Namespace) -> int:

@@ -75,21 +75,6 @@ def allocate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("allocate", help="weights and risk contributions for a covariance file")
-    p.add_argument("--method", choices=["rp", "mv"], required=True,
-                   help="rp: equal risk contribution (risk parity); mv: mean-variance")
-    p.add_argument("--cov", type=Path, required=True, help="covariance matrix, .npy or .csv")
-    p.add_argument("--mu", type=Path, help="expected returns (mv), .npy or .csv")
-    p.add_argument("--objective", choices=["min_variance", "max_sharpe", "utility"],
-                   default="utility", help="mv objective (default: %(default)s; min_variance needs no mu)")
-    p.add_argument("--risk-aversion", type=float, default=1.0,
-                   help="lambda in mu'w - lambda/2 w'Sigma w (default: %(default)s)")
-    p.add_argument("--budgets", type=Path, help="risk budgets (rp), .npy or .csv")
-    p.add_argument("--json", action="store_true", help="print one JSON object last")
-    p.set_defaults(func=main)
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         result = allocate(args)

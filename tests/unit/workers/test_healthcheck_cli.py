@@ -1,0 +1,33 @@
+"""`cse <worker> --check` is every container's healthcheck: it must stay light.
+
+On a busy node (a real four-node Swarm on two cores) the check took 10 s and Swarm's 5 s
+healthcheck timeout kept every worker "starting": building the parser imported the
+allocation tool, hence numpy and scipy, for a probe that only reads settings and GETs /health.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests import ROOT
+from tooling.devstack import infra
+
+PROBE = """
+import json, sys
+from workers.cli import main
+rc = main(["{worker}", "--check"])
+heavy = sorted(m for m in ("numpy", "scipy", "ccxt", "aiokafka", "redis") if m in sys.modules)
+print(json.dumps({{"rc": rc, "heavy": heavy}}))
+"""
+
+
+def test_check_imports_no_heavy_library() -> None:
+    port = infra.free_port()  # nothing listens: the probe answers unhealthy, quickly
+    for worker in ("main", "rebalancer", "arbitrage", "monitor"):
+        env = {"PATH": "/usr/bin:/bin", "CSE_METRICS_PORT": str(port), "CSE_API_PORT": str(port)}
+        out = subprocess.run([sys.executable, "-c", PROBE.format(worker=worker)], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result == {"rc": 1, "heavy": []}, (worker, result, out.stderr[-500:])
