@@ -92,7 +92,7 @@ secret_specs() {
 
 config_specs() {
   printf '%s\n' \
-    "nginx_conf|$ROOT/infrastructure/nginx/nginx-portfolio.conf" \
+    "nginx_conf|${NGINX_CONF_FILE:-$ROOT/infrastructure/nginx/nginx-portfolio.conf}" \
     "prometheus_conf|$ROOT/infrastructure/monitoring/prometheus-portfolio.yml" \
     "prometheus_rules_availability|$ROOT/infrastructure/monitoring/rules/availability.yml" \
     "prometheus_rules_performance|$ROOT/infrastructure/monitoring/rules/performance.yml" \
@@ -270,15 +270,38 @@ wait_converged() {
   done
 }
 
+# "<name> <sha256 of the spec>" per service of the stack.
+spec_hashes() {
+  local names line
+  mapfile -t names < <(stack_services 2>/dev/null)
+  [ ${#names[@]} -gt 0 ] || return 0
+  docker service inspect --format '{{.Spec.Name}} {{json .Spec}}' "${names[@]}" 2>/dev/null |
+    while read -r line; do printf '%s %s\n' "${line%% *}" "$(printf '%s' "${line#* }" | sha256sum | cut -c1-16)"; done
+}
+
+# Roll back what this deploy changed: a service Swarm is already rolling back (or rolled back)
+# is left alone (rolling it back again would bring the failed spec back); a service this
+# deploy did not change keeps its spec (its "previous" spec is an older deploy's); a service
+# this deploy created has nothing to go back to.
 rollback_stack() {
-  local svc
-  for svc in $(stack_services); do
-    if docker service rollback --detach "$svc" >/dev/null 2>&1; then
-      log "rolled back $svc"
-    else
-      warn "$svc has no previous spec to roll back to"
+  local svc state before after
+  while read -r svc after; do
+    before=$(grep "^$svc " <<<"$SPECS_BEFORE" | cut -d' ' -f2 || true)
+    [ "$before" = "$after" ] && continue
+    if [ -z "$before" ]; then
+      warn "$svc is new in this deploy: nothing to roll back to"
+      continue
     fi
-  done
+    state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$svc" 2>/dev/null || true)
+    case $state in
+      rollback_*) log "$svc: Swarm rolled it back ($state)" ;;
+      *) if docker service rollback --detach "$svc" >/dev/null 2>&1; then
+           log "rolled back $svc"
+         else
+           warn "could not roll back $svc: docker service rollback $svc"
+         fi ;;
+    esac
+  done <<<"$SPECS_DEPLOYED"
 }
 
 # ---- actions -----------------------------------------------------------------------------
@@ -313,9 +336,11 @@ do_deploy() {
   if [ "$ENV_NAME" = staging ]; then export CSE_VENUE_SIM_REPLICAS=1; else export CSE_VENUE_SIM_REPLICAS=0; fi
   log "deploying stack $STACK_NAME ($ENV_NAME, $CSE_IMAGE)"
   STATES_BEFORE=$(update_states)
+  SPECS_BEFORE=$(spec_hashes)
   local flags
   mapfile -t flags < <(stack_deploy_flags)
   docker stack deploy "${flags[@]}" --prune --with-registry-auth -c "$STACK_FILE" "$STACK_NAME"
+  SPECS_DEPLOYED=$(spec_hashes)
 
   log "waiting up to ${CONVERGE_TIMEOUT_S}s for every service to converge"
   if wait_converged; then

@@ -7,7 +7,11 @@ variables, which the stack file reads) and answers from a small scenario:
     FAKE_SWARM        output of `docker info --format ...`       (default "active true")
     FAKE_TIERS        comma-separated tier label of each node   (default "trading,portfolio,arbitrage")
     FAKE_EXISTING     space-separated secret/config names that already exist
-    FAKE_CONVERGE     "ok" | "never" | "rollback" (Swarm reports rollback_completed)
+    FAKE_CONVERGE     "ok" | "never" | "rollback" (Swarm reports rollback_completed) |
+                      "updating" (replicas N/N but the rolling update still in progress)
+    FAKE_BEFORE       "rollback": before `stack deploy`, a rollback from an earlier deploy shows
+    FAKE_CLI          "old": `stack deploy --help` lists no --detach (CLI before 25)
+    FAKE_CHANGED      services whose spec the deploy changes, comma-separated (default "all")
     FAKE_CONTAINERS   "1": `docker ps -q` finds a container (backup); `docker cp` makes a directory
 """
 
@@ -54,9 +58,34 @@ def main(argv: list[str]) -> int:
                 print(f"{stack}_{name} {mode} {running}/{desired}")
             else:
                 print(f"{stack}_{name}")
-    elif cmd == ["service", "inspect"]:
+    elif argv[:3] == ["stack", "deploy", "--help"]:
+        print("Usage:  docker stack deploy [OPTIONS] STACK")
+        if os.environ.get("FAKE_CLI") != "old":
+            print("  -d, --detach   Exit immediately instead of waiting for the stack services to converge")
+    elif cmd == ["service", "inspect"] and "json .Spec" in argv[argv.index("--format") + 1]:
+        deployed = os.path.exists(os.environ["FAKE_DOCKER_LOG"] + ".deployed")
+        changed = os.environ.get("FAKE_CHANGED", "all")
         for name in argv[argv.index("--format") + 2:]:
-            print(f"{name} rollback_completed" if converge == "rollback" else f"{name} completed")
+            new = deployed and (changed == "all" or name.split("_", 1)[1] in changed.split(","))
+            print(f'{name} {{"image": "{"new" if new else "old"}"}}')
+    elif cmd == ["service", "inspect"]:
+        deployed = os.path.exists(os.environ["FAKE_DOCKER_LOG"] + ".deployed")
+        with_name = argv[argv.index("--format") + 1].startswith("{{.Spec.Name}}")
+        for name in argv[argv.index("--format") + 2:]:
+            if not deployed:
+                state = "rollback_completed 2026-01-01" if os.environ.get("FAKE_BEFORE") == "rollback" \
+                    else "completed 2026-01-01"
+            elif converge == "rollback":
+                state = "rollback_completed 2026-01-02"
+            elif converge == "updating":
+                state = "updating 2026-01-02"
+            else:
+                state = "completed 2026-01-02"
+            if os.environ.get("FAKE_BEFORE") == "rollback" and deployed and converge == "ok":
+                state = "rollback_completed 2026-01-01"  # this deploy left the service alone
+            print(f"{name} {state}" if with_name else state.split()[0])
+    elif cmd == ["stack", "deploy"]:
+        open(os.environ["FAKE_DOCKER_LOG"] + ".deployed", "w").close()
     elif cmd == ["service", "ls"]:
         pass  # nothing left after `stack rm`
     elif argv[:1] == ["cp"]:  # container:/path -> a directory with one file

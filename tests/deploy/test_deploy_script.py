@@ -49,6 +49,16 @@ class Run:
                 return i
         raise AssertionError(f"no call {' '.join(prefix)} in {self.argv()}")
 
+    def deploy_index(self) -> int:
+        """The `docker stack deploy -c ...` call (not its `--help` probe)."""
+        for i, argv in enumerate(self.argv()):
+            if argv[:2] == ["stack", "deploy"] and "-c" in argv:
+                return i
+        raise AssertionError(f"no stack deploy in {self.argv()}")
+
+    def deployed(self) -> bool:
+        return any(a[:2] == ["stack", "deploy"] and "-c" in a for a in self.argv())
+
     def has(self, *prefix: str) -> bool:
         return any(argv[:len(prefix)] == list(prefix) for argv in self.argv())
 
@@ -81,7 +91,8 @@ def world(tmp_path: Path) -> dict[str, Any]:
         "FAKE_DOCKER_LOG": str(tmp_path / "docker.log"),
         "CSE_SECRETS_SOURCE": str(secrets),
         "CSE_IMAGE_TAG": "t1",
-        "CONVERGE_TIMEOUT_S": "1",
+        "CSE_REGISTRY": "registry.example:5000",  # the fake swarm has three nodes
+        "CONVERGE_TIMEOUT_S": "4",
         "POLL_INTERVAL_S": "0.2",
         "BACKUP_DIR": str(tmp_path / "backups"),
     }
@@ -91,6 +102,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
 def run(world: dict[str, Any], *args: str, **env: str) -> Run:
     log = Path(world["env"]["FAKE_DOCKER_LOG"])
     log.unlink(missing_ok=True)
+    Path(f"{log}.deployed").unlink(missing_ok=True)
     proc = subprocess.run(["bash", str(world["script"]), *args], env={**world["env"], **env},
                           capture_output=True, text=True, timeout=30)
     return Run(proc, log)
@@ -116,7 +128,7 @@ def test_deploy_in_order(world: dict[str, Any]) -> None:
     assert r.rc == 0, r.err
     order = [r.index("info"), r.index("node", "ls"), r.index("node", "inspect"),
              r.index("secret", "inspect"), r.index("secret", "create"), r.index("config", "create"),
-             r.index("build"), r.index("stack", "deploy"), r.index("stack", "services")]
+             r.index("build"), r.deploy_index()]
     assert order == sorted(order), r.argv()
     creates = [a for a in r.argv() if a[1:2] == ["create"]]
     names = {a[a.index("create") + 5] for a in creates}  # after two --label pairs
@@ -127,12 +139,14 @@ def test_deploy_in_order(world: dict[str, Any]) -> None:
         "grafana_dashboard_provider", "grafana_alerting", "grafana_dashboard_portfolio_rebalance",
         "grafana_dashboard_portfolio_performance", "ilm_audit"}
     assert all(len(n.rsplit("_", 1)[1]) == 12 for n in names)
-    deploy = r.calls[r.index("stack", "deploy")]
+    deploy = r.calls[r.deploy_index()]
     assert deploy["argv"][-1] == "cryptospreadedge-portfolio"
     assert deploy["argv"][deploy["argv"].index("-c") + 1].endswith("docker-stack-portfolio-optimized.yml")
     env = deploy["env"]
     assert env["CSE_ENV"] == "production" and env["CSE_VENUE_SIM_REPLICAS"] == "0"
-    assert env["CSE_IMAGE"] == "cryptospreadedge:t1"
+    assert env["CSE_IMAGE"] == "registry.example:5000/cryptospreadedge:t1"
+    assert r.index("build") < r.index("push", "registry.example:5000/cryptospreadedge:t1") < r.deploy_index()
+    assert "--detach=true" in deploy["argv"]
     assert env["NGINX_CONF_VERSION"].startswith("_") and len(env["NGINX_CONF_VERSION"]) == 13
     assert not r.has("service", "rollback")
     assert "converged" in r.out
@@ -144,13 +158,13 @@ def test_rerun_reuses_existing_objects(world: dict[str, Any]) -> None:
     again = run(world, "staging", "deploy", FAKE_EXISTING=created)
     assert again.rc == 0, again.err
     assert not again.has("secret", "create") and not again.has("config", "create")
-    assert again.calls[again.index("stack", "deploy")]["env"]["CSE_VENUE_SIM_REPLICAS"] == "1"
+    assert again.calls[again.deploy_index()]["env"]["CSE_VENUE_SIM_REPLICAS"] == "1"
 
 
 def test_changed_file_gets_a_new_name(world: dict[str, Any]) -> None:
     def nginx_version() -> str:
         r = run(world, "production", "deploy")
-        return str(r.calls[r.index("stack", "deploy")]["env"]["NGINX_CONF_VERSION"])
+        return str(r.calls[r.deploy_index()]["env"]["NGINX_CONF_VERSION"])
 
     before = nginx_version()
     conf = world["root"] / "infrastructure" / "nginx" / "nginx-portfolio.conf"
@@ -162,7 +176,7 @@ def test_missing_label_fails_before_anything(world: dict[str, Any]) -> None:
     r = run(world, "production", "deploy", FAKE_TIERS="trading,portfolio,")
     assert r.rc == 1
     assert "no node labelled tier=arbitrage" in r.err and "label-nodes" in r.err
-    assert not r.has("secret", "create") and not r.has("build") and not r.has("stack", "deploy")
+    assert not r.has("secret", "create") and not r.has("build") and not r.deployed()
 
 
 def test_missing_secret_fails_before_anything(world: dict[str, Any]) -> None:
@@ -170,23 +184,63 @@ def test_missing_secret_fails_before_anything(world: dict[str, Any]) -> None:
     r = run(world, "production", "deploy")
     assert r.rc == 1
     assert "secret grafana_admin_password" in r.err and "init-secrets" in r.err
-    assert not r.has("secret", "create") and not r.has("stack", "deploy")
+    assert not r.has("secret", "create") and not r.deployed()
+
+
+def test_several_nodes_need_a_registry_before_anything(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", CSE_REGISTRY="")
+    assert r.rc == 1 and "3 nodes" in r.err and "CSE_REGISTRY" in r.err
+    assert not r.has("secret", "create") and not r.has("build") and not r.deployed()
+    one = run(world, "production", "deploy", CSE_REGISTRY="", FAKE_TIERS="trading")
+    assert "CSE_REGISTRY" not in one.err  # one node: the image built here is where tasks run
+    pulled = run(world, "production", "deploy", CSE_REGISTRY="", CSE_IMAGE_SOURCE="pull",
+                 CSE_IMAGE_REPO="registry.example:5000/cse")
+    assert pulled.rc == 0, pulled.err
+
+
+def test_an_old_cli_deploys_without_detach(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", FAKE_CLI="old")
+    assert r.rc == 0, r.err
+    assert not any(a.startswith("--detach") for a in r.argv()[r.deploy_index()])
+
+
+def test_a_rolling_update_in_progress_is_not_convergence(world: dict[str, Any]) -> None:
+    """Between update steps the old tasks still count N/N: only the update state says whether
+    the update finished (the fake reports every replica running, and `updating`)."""
+    r = run(world, "production", "deploy", FAKE_CONVERGE="updating")
+    assert r.rc == 1 and "update in progress" in r.out and "rolled back" in r.err
+
+
+def test_a_rollback_left_by_an_earlier_deploy_is_not_this_deploys_failure(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", FAKE_BEFORE="rollback")
+    assert r.rc == 0, r.err + r.out
+    assert "converged" in r.out and not r.has("service", "rollback")
 
 
 def test_not_a_manager(world: dict[str, Any]) -> None:
     r = run(world, "production", "deploy", FAKE_SWARM="inactive false")
-    assert r.rc == 1 and "swarm mode is not active" in r.err and not r.has("stack", "deploy")
+    assert r.rc == 1 and "swarm mode is not active" in r.err and not r.deployed()
     r = run(world, "production", "deploy", FAKE_SWARM="active false")
     assert r.rc == 1 and "manager" in r.err
 
 
-@pytest.mark.parametrize("scenario", ["never", "rollback"])
-def test_failed_convergence_rolls_back(world: dict[str, Any], scenario: str) -> None:
-    r = run(world, "production", "deploy", FAKE_CONVERGE=scenario)
+def test_failed_convergence_rolls_back_what_the_deploy_changed(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", FAKE_CONVERGE="never",
+            FAKE_CHANGED="arbitrage-worker,portfolio-monitor")
     assert r.rc == 1 and "rolled back" in r.err
     rollbacks = [a[-1] for a in r.argv() if a[:2] == ["service", "rollback"]]
-    assert "cryptospreadedge-portfolio_arbitrage-worker" in rollbacks
-    assert r.index("stack", "deploy") < r.index("service", "rollback")
+    assert sorted(rollbacks) == ["cryptospreadedge-portfolio_arbitrage-worker",
+                                 "cryptospreadedge-portfolio_portfolio-monitor"]
+    assert r.deploy_index() < r.index("service", "rollback")
+
+
+def test_what_swarm_rolled_back_is_not_rolled_back_again(world: dict[str, Any]) -> None:
+    """After Swarm's own rollback the service's previous spec is the failed one: a second
+    rollback would bring the failed update back."""
+    r = run(world, "production", "deploy", FAKE_CONVERGE="rollback")
+    assert r.rc == 1 and "rolled back" in r.err
+    assert not r.has("service", "rollback")
+    assert "Swarm rolled it back (rollback_completed)" in r.out
 
 
 def test_scale_rollback_logs_status(world: dict[str, Any]) -> None:
