@@ -154,6 +154,15 @@ def test_networks_and_published_ports(production: dict[str, Any]) -> None:
     assert [p["published"] for p in published["nginx"]] == [80]
 
 
+def test_host_mode_ports_update_stop_first(production: dict[str, Any]) -> None:
+    """A new task cannot bind a host-mode port its old task still holds on that node: with
+    start-first, an nginx update (every changed nginx_conf) would wait Pending for ever."""
+    for name, svc in production["services"].items():
+        if any(p.get("mode") == "host" for p in svc.get("ports", [])):
+            assert svc["deploy"]["update_config"]["order"] == "stop-first", name
+            assert svc["deploy"]["rollback_config"]["order"] == "stop-first", name
+
+
 def test_stateful_services_have_volumes(production: dict[str, Any]) -> None:
     services = production["services"]
     for name, path in (("redis", "/data"), ("influxdb", "/var/lib/influxdb2"),
