@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh Debian machine (as root or with sudo):
 #   make run   — set up, then start the embedded stack (Ctrl-C stops it)
-#   make test  — set up, then run the linter, the type checker (mypy over shared/) and the whole test suite
-.PHONY: bootstrap run test lint typecheck unit clean bench-deps
+#   make test  — set up, then run the linter, the type checker (mypy over shared/) and the whole test suite,
+#                the Swarm test included (make test-swarm runs it alone)
+.PHONY: bootstrap run test test-swarm lint typecheck unit clean bench-deps
 
 VENV := .venv
 
@@ -20,6 +21,10 @@ typecheck: bootstrap
 
 test: lint typecheck
 	$(VENV)/bin/pytest $(ARGS)
+
+# The production stack on a four-node Swarm of local Docker engines (tests/swarm; needs root).
+test-swarm: bootstrap
+	$(VENV)/bin/pytest tests/swarm $(ARGS)
 
 unit: bootstrap
 	$(VENV)/bin/pytest tests/unit $(ARGS)

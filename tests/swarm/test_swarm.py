@@ -1,0 +1,355 @@
+"""The production stack on a real Docker Swarm: deploy, status, logs, scale, rollback, cleanup.
+
+scripts/swarm/local-cluster.sh brings up four Docker engines on this machine (a manager and
+three workers labelled tier=trading, tier=portfolio and tier=arbitrage, each in its own
+network namespace) with a private registry, and builds the base images from Debian packages.
+The deploy script then runs exactly as an operator runs it, on the production stack file
+rendered with infrastructure/swarm/local-cluster.override.yml (what cannot exist offline)
+and a small override of this test's own: dry runs off, so the paper venues really trade.
+
+The tests run in file order and share the one deployment; `make test-swarm` runs them alone.
+Needs root (network namespaces, dockerd); ~5 minutes when the images are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests import ROOT
+from tooling import stackpatch
+
+CLUSTER = ROOT / "scripts" / "swarm" / "local-cluster.sh"
+DEPLOY = ROOT / "scripts" / "deployment" / "deploy-portfolio-swarm.sh"
+STACK = ROOT / "infrastructure" / "swarm" / "docker-stack-portfolio-optimized.yml"
+OVERRIDE = ROOT / "infrastructure" / "swarm" / "local-cluster.override.yml"
+NGINX_CONF = ROOT / "infrastructure" / "nginx" / "nginx-portfolio.conf"
+STACK_NAME = "cse-swarm-test"
+WORKERS = ("cryptospreadedge-main", "portfolio-rebalancer", "arbitrage-worker", "portfolio-monitor")
+PASSPHRASE = "swarm-test-passphrase-0123"
+DOCKER = "/usr/bin/docker"  # Debian's client: the engine's version, BuildKit without buildx
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and dockerd")
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 2.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = probe()
+        if seen:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {seen!r}")
+        time.sleep(interval_s)
+
+
+class Cluster:
+    def __init__(self, env: dict[str, str], work: Path):
+        self.env = env
+        self.work = work
+        self.gateway = env["CSE_CLUSTER_GATEWAY"]
+
+    def docker(self, *args: str, node: str = "manager", check: bool = True) -> str:
+        host = self.env["DOCKER_HOST"] if node == "manager" else \
+            self.env["DOCKER_HOST"].replace("manager.sock", f"{node}.sock")
+        proc = subprocess.run([DOCKER, "-H", host, *args], capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
+        return proc.stdout
+
+    def deploy_script(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(DEPLOY), "staging", *args], env={**self.env, **env},
+                              capture_output=True, text=True, timeout=timeout)
+
+    def services(self) -> dict[str, str]:
+        out = self.docker("stack", "services", STACK_NAME, "--format", "{{.Name}} {{.Replicas}}")
+        return {line.split()[0].removeprefix(f"{STACK_NAME}_"): line.split()[1]
+                for line in out.splitlines() if line.strip()}
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        data: list[dict[str, Any]] = json.loads(self.docker("service", "inspect", f"{STACK_NAME}_{service}"))
+        return data[0]
+
+    def running_tasks(self, service: str) -> list[dict[str, Any]]:
+        ids = self.docker("service", "ps", "-q", "--filter", "desired-state=running",
+                          f"{STACK_NAME}_{service}").split()
+        if not ids:
+            return []
+        tasks: list[dict[str, Any]] = json.loads(self.docker("inspect", *ids))
+        return [t for t in tasks if t["Status"]["State"] == "running"]
+
+    def node_tiers(self) -> dict[str, str]:
+        ids = self.docker("node", "ls", "-q").split()
+        nodes = json.loads(self.docker("node", "inspect", *ids))
+        return {n["ID"]: n["Spec"].get("Labels", {}).get("tier", n["Spec"]["Role"]) for n in nodes}
+
+    def http(self, path: str, method: str = "GET", token: str | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://{self.gateway}{path}", method=method)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
+
+    def metrics(self, service: str, port: int) -> list[str]:
+        """Each running task's /metrics text, read inside its container on its node."""
+        texts = []
+        for task in self.running_tasks(service):
+            node = {"trading": "trading", "portfolio": "portfolio", "arbitrage": "arbitrage"}.get(
+                self.node_tiers()[task["NodeID"]], "manager")
+            container = task["Status"]["ContainerStatus"]["ContainerID"]
+            texts.append(self.docker("exec", container, "python", "-c",
+                                     "import urllib.request as u; print(u.urlopen("
+                                     f"'http://127.0.0.1:{port}/metrics', timeout=5).read().decode())",
+                                     node=node))
+        return texts
+
+
+def metric_sum(texts: list[str], name: str, **labels: str) -> float:
+    total = 0.0
+    for text in texts:
+        for line in text.splitlines():
+            if not line.startswith(name) or line[len(name)] not in "{ ":
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def converged(cluster: Cluster, expected: dict[str, int]) -> bool:
+    seen = cluster.services()
+    return all(seen.get(name) == f"{n}/{n}" for name, n in expected.items())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp("swarm")
+    up = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-2000:]
+    try:
+        images = subprocess.run([str(CLUSTER), "images"], capture_output=True, text=True, timeout=900)
+        assert images.returncode == 0, images.stderr[-2000:]
+        env_lines = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()
+        cluster_env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines)
+        yield Cluster(prepare(work, cluster_env), work)
+    finally:
+        env_lines = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True).stdout
+        env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines.splitlines())
+        subprocess.run(["bash", str(DEPLOY), "staging", "cleanup"], capture_output=True, timeout=300,
+                       env={**os.environ, **env, "STACK_NAME": STACK_NAME, "CONVERGE_TIMEOUT_S": "120",
+                            "POLL_INTERVAL_S": "2", "PATH": f"{work / 'bin'}:{os.environ['PATH']}"})
+        subprocess.run([str(CLUSTER), "down"], capture_output=True, timeout=300)
+
+
+def prepare(work: Path, cluster_env: dict[str, str]) -> dict[str, str]:
+    """Secrets, the encrypted keys file, the rendered stack and the environment the script runs in."""
+    secrets = work / "secrets"
+    secrets.mkdir(mode=0o700)
+    (secrets / "keys_passphrase").write_text(PASSPHRASE)
+    plain = work / "keys.json"
+    plain.write_text(json.dumps({"sim-a": {"apiKey": "venue-sim-dev-key", "secret": "venue-sim-dev-secret"}}))
+    keys = work / "api_keys.encrypted"
+    subprocess.run([str(ROOT / ".venv" / "bin" / "cse"), "keys", "encrypt", str(plain), "--out", str(keys)],
+                   env={**os.environ, "CSE_KEYS_PASSPHRASE": PASSPHRASE}, check=True, capture_output=True)
+    plain.unlink()
+    trading = work / "trading.override.yml"  # staging-like, but the paper venues really trade
+    trading.write_text(json.dumps({"services": {
+        name: {"environment": {"CSE_ARB_DRY_RUN": "0", "CSE_REBALANCE_DRY_RUN": "0"}}
+        for name in ("cryptospreadedge-main", "portfolio-rebalancer", "arbitrage-worker")}}))
+    stack = work / "stack.yml"
+    assert stackpatch.main([str(STACK), str(OVERRIDE), str(trading), str(stack)]) == 0
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(DOCKER)
+    env = {**os.environ, **cluster_env,
+           "PATH": f"{bin_dir}:{os.environ['PATH']}", "STACK_NAME": STACK_NAME, "STACK_FILE": str(stack),
+           "API_KEYS_FILE": str(keys), "CSE_SECRETS_SOURCE": str(secrets),
+           "CSE_BUILD_CA_FILE": "/etc/ssl/certs/ca-certificates.crt",
+           "CONVERGE_TIMEOUT_S": "300", "POLL_INTERVAL_S": "3", "BACKUP_DIR": str(work / "backups")}
+    init = subprocess.run(["bash", str(DEPLOY), "staging", "init-secrets"], env=env, capture_output=True,
+                          text=True)
+    assert init.returncode == 0, init.stderr
+    return env
+
+
+@pytest.mark.timeout(900)
+def test_deploy_converges_with_every_worker_placed_by_tier(cluster: Cluster) -> None:
+    started = time.monotonic()
+    r = cluster.deploy_script("deploy")
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert "converged" in r.stdout
+    print(f"deploy (build, push, converge): {time.monotonic() - started:.0f}s")
+    services = cluster.services()
+    for name, n in (("cryptospreadedge-main", 2), ("portfolio-rebalancer", 1), ("arbitrage-worker", 3),
+                    ("portfolio-monitor", 1), ("venue-sim-a", 1), ("redis", 1), ("kafka", 1),
+                    ("influxdb", 1), ("prometheus", 1), ("nginx", 1), ("node-exporter", 4)):
+        assert services[name] == f"{n}/{n}", (name, services)
+    tiers = cluster.node_tiers()
+    for service, tier in (("cryptospreadedge-main", "trading"), ("portfolio-rebalancer", "portfolio"),
+                          ("arbitrage-worker", "arbitrage"), ("portfolio-monitor", "manager"),
+                          ("redis", "manager"), ("nginx", "manager")):
+        placed = {tiers[t["NodeID"]] for t in cluster.running_tasks(service)}
+        assert placed == {tier}, (service, placed)
+    for sim in ("venue-sim-a", "venue-sim-b", "venue-sim-c"):
+        placed = {tiers[t["NodeID"]] for t in cluster.running_tasks(sim)}
+        assert placed and placed <= {"trading", "portfolio", "arbitrage"}, (sim, placed)  # role worker
+    image = cluster.inspect("arbitrage-worker")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image.startswith(cluster.env["CSE_REGISTRY"] + "/cryptospreadedge:"), image
+
+
+@pytest.mark.timeout(300)
+def test_the_stack_trades_on_the_paper_venues(cluster: Cluster) -> None:
+    """Through nginx: the API answers, the rebalancer leader is elected and its plan executes
+    orders on the venue-sims; the three arbitrage replicas share the opportunity stream."""
+    code, body = cluster.http("/api/")
+    assert code == 200 and "/api/rebalance" in body
+    assert cluster.http("/")[0] == 200  # redirected to the status page
+    token = (Path(cluster.env["CSE_SECRETS_SOURCE"]) / "api_token").read_text().strip()
+    code, body = cluster.http("/api/rebalance", method="POST", token=token)
+    assert code in (200, 202), body
+
+    def executed() -> dict[str, Any] | None:
+        code, body = cluster.http("/api/status")
+        if code != 200:
+            return None
+        status = json.loads(body)
+        last = (status.get("rebalance") or {}).get("last") or {}
+        return status if status["rebalance"].get("leader") and last.get("status") == "executed" else None
+
+    status = wait_for(executed, 180, "an executed rebalance plan with a leader")
+    assert status["portfolio"]["total_value"] > 0
+    assert set(status["portfolio"]["value_by_exchange"]) == {"sim-a", "sim-b", "sim-c"}
+    code, body = cluster.http("/api/executions?source=rebalancer")
+    assert code == 200, body
+    fills = [e for e in json.loads(body)["items"] if e["status"] in ("filled", "partially_filled")]
+    assert fills and {e["venue"] for e in fills} <= {"sim-a", "sim-b", "sim-c"}, body[:500]
+
+    def partitions() -> float:
+        return metric_sum(cluster.metrics("arbitrage-worker", 9003), "cse_bus_partitions_assigned",
+                          group="arbitrage-executor")
+
+    assert wait_for(lambda: partitions() == 6, 60, "the 6 opportunity partitions shared by the replicas")
+
+
+@pytest.mark.timeout(120)
+def test_status_and_logs_print_the_engines_output(cluster: Cluster) -> None:
+    r = cluster.deploy_script("status")
+    assert r.returncode == 0, r.stderr
+    assert f"{STACK_NAME}_arbitrage-worker" in r.stdout and "3/3" in r.stdout
+    assert "Running" in r.stdout
+    r = cluster.deploy_script("logs", "portfolio-rebalancer", LOG_TAIL="400")
+    assert r.returncode == 0, r.stderr
+    lines = [line.split("|", 1)[1].strip() for line in r.stdout.splitlines() if "|" in line]
+    events = [json.loads(line).get("event") for line in lines if line.startswith("{")]
+    assert "worker_starting" in events or "leader_acquired" in events, events[-20:]
+
+
+@pytest.mark.timeout(300)
+def test_scale_arbitrage_to_five_and_back(cluster: Cluster) -> None:
+    r = cluster.deploy_script("scale", "arbitrage-worker", "5")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: converged(cluster, {"arbitrage-worker": 5}), 180, "5/5 arbitrage workers")
+
+    def members_with_partitions() -> int:
+        per_member = [metric_sum([t], "cse_bus_partitions_assigned", group="arbitrage-executor")
+                      for t in cluster.metrics("arbitrage-worker", 9003)]
+        return sum(1 for n in per_member if n > 0) if sum(per_member) == 6 else 0
+
+    assert wait_for(lambda: members_with_partitions() >= 5, 120, "the group rebalanced over 5 members")
+    cluster.docker("service", "scale", "--detach", f"{STACK_NAME}_arbitrage-worker=3")
+    wait_for(lambda: converged(cluster, {"arbitrage-worker": 3}), 120, "back to 3/3")
+
+
+@pytest.mark.timeout(400)
+def test_an_nginx_config_change_rolls_nginx(cluster: Cluster) -> None:
+    changed = cluster.work / "nginx.conf"
+    changed.write_text(NGINX_CONF.read_text() + "\n# changed by the swarm test\n")
+    before = cluster.inspect("nginx")["Spec"]["TaskTemplate"]["ContainerSpec"]["Configs"]
+    r = cluster.deploy_script("deploy", NGINX_CONF_FILE=str(changed), CSE_IMAGE_SOURCE="pull")
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    spec = cluster.inspect("nginx")
+    after = spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Configs"]
+    assert [c["ConfigName"] for c in after] != [c["ConfigName"] for c in before]
+    assert spec["UpdateStatus"]["State"] == "completed"
+    assert cluster.http("/api/status")[0] == 200
+
+
+BROKEN = """FROM {image}
+USER root
+# the worker runs; its healthcheck always fails
+RUN sed -i '2i [ "${{1:-}}" = "--healthcheck" ] \\&\\& exit 1' /usr/local/bin/cse-entrypoint
+USER 10001:10001
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_broken_image_rolls_back_by_itself_and_deploy_fails(cluster: Cluster) -> None:
+    good = cluster.inspect("portfolio-monitor")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    broken = f"{cluster.env['CSE_REGISTRY']}/cryptospreadedge:broken"
+    build = cluster.work / "broken"
+    build.mkdir()
+    (build / "Dockerfile").write_text(BROKEN.format(image=good.split("@")[0]))
+    cluster.docker("build", "-q", "-t", broken, str(build))
+    cluster.docker("push", broken)
+    started = time.monotonic()
+    r = cluster.deploy_script("deploy", CSE_IMAGE_SOURCE="pull", CSE_IMAGE_TAG="broken")
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "rolled back" in r.stderr
+    print(f"broken deploy detected in {time.monotonic() - started:.0f}s")
+
+    def all_back() -> bool:
+        for name in WORKERS:
+            spec = cluster.inspect(name)
+            image = spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            if "broken" in image or spec.get("UpdateStatus", {}).get("State") == "rollback_started":
+                return False
+        return converged(cluster, {"cryptospreadedge-main": 2, "arbitrage-worker": 3,
+                                   "portfolio-rebalancer": 1, "portfolio-monitor": 1})
+
+    wait_for(all_back, 300, "every worker back on the good image, all replicas running")
+    states = {name: cluster.inspect(name).get("UpdateStatus", {}).get("State") for name in WORKERS}
+    assert "rollback_completed" in states.values(), states
+    print(f"all rolled back after {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.timeout(300)
+def test_rollback_of_one_service(cluster: Cluster) -> None:
+    before = cluster.inspect("portfolio-monitor")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    cluster.docker("service", "update", "--detach", "--env-add", "CSE_SWARM_TEST=1",
+                   f"{STACK_NAME}_portfolio-monitor")
+    wait_for(lambda: cluster.inspect("portfolio-monitor").get("UpdateStatus", {}).get("State") == "completed",
+             180, "the monitor's update")
+    r = cluster.deploy_script("rollback", "portfolio-monitor")
+    assert r.returncode == 0, r.stderr
+    spec = cluster.inspect("portfolio-monitor")["Spec"]
+    assert "CSE_SWARM_TEST=1" not in spec["TaskTemplate"]["ContainerSpec"].get("Env", [])
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == before
+
+
+@pytest.mark.timeout(300)
+def test_cleanup_keeps_only_the_volumes(cluster: Cluster) -> None:
+    r = cluster.deploy_script("cleanup")
+    assert r.returncode == 0, r.stderr
+    label = f"label=com.cryptospreadedge.stack={STACK_NAME}"
+    assert not cluster.docker("service", "ls", "-q", "--filter",
+                              f"label=com.docker.stack.namespace={STACK_NAME}").split()
+    assert not cluster.docker("secret", "ls", "-q", "--filter", label).split()
+    assert not cluster.docker("config", "ls", "-q", "--filter", label).split()
+    volumes = cluster.docker("volume", "ls", "-q").split()
+    assert f"{STACK_NAME}_redis_data" in volumes and f"{STACK_NAME}_prometheus_data" in volumes
