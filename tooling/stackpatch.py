@@ -14,6 +14,7 @@ output may live elsewhere) and ``${VAR}`` references left for ``docker stack dep
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def absolute_env_files(stack: dict[str, Any], base: Path) -> None:
         if isinstance(files, str):
             files = [files]
         if files:
-            service["env_file"] = [f if f.startswith(("/", "$")) else str(base / f) for f in files]
+            service["env_file"] = [f if f.startswith(("/", "$")) else os.path.normpath(base / f)
+                                   for f in files]
 
 
 def render(stack_path: Path, *override_paths: Path) -> dict[str, Any]:
