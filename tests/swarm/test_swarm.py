@@ -331,9 +331,11 @@ def test_a_broken_image_rolls_back_by_itself_and_deploy_fails(cluster: Cluster) 
 @pytest.mark.timeout(300)
 def test_rollback_of_one_service(cluster: Cluster) -> None:
     before = cluster.inspect("portfolio-monitor")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    # a short monitor window for this one update (the stack's is 60 s); the rollback restores it
-    cluster.docker("service", "update", "--detach", "--env-add", "CSE_SWARM_TEST=1", "--update-monitor", "5s",
-                   f"{STACK_NAME}_portfolio-monitor")
+    # short monitor windows and no delays for this one update (the stack's: 60 s and 30 s of
+    # monitoring); the rollback restores the stack's own
+    cluster.docker("service", "update", "--detach", "--env-add", "CSE_SWARM_TEST=1",
+                   "--update-monitor", "2s", "--update-delay", "0s", "--rollback-monitor", "2s",
+                   "--rollback-delay", "0s", f"{STACK_NAME}_portfolio-monitor")
     wait_for(lambda: cluster.inspect("portfolio-monitor").get("UpdateStatus", {}).get("State") == "completed",
              180, "the monitor's update")
     r = cluster.deploy_script("rollback", "portfolio-monitor")
@@ -341,7 +343,8 @@ def test_rollback_of_one_service(cluster: Cluster) -> None:
     spec = cluster.inspect("portfolio-monitor")["Spec"]
     assert "CSE_SWARM_TEST=1" not in spec["TaskTemplate"]["ContainerSpec"].get("Env", [])
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == before
-    assert spec["UpdateConfig"]["Monitor"] == 60 * 10**9  # the stack's own policy is back
+    assert spec["UpdateConfig"]["Monitor"] == 60 * 10**9  # the stack's own policies are back
+    assert spec["RollbackConfig"]["Monitor"] == 30 * 10**9
 
 
 @pytest.mark.timeout(300)
