@@ -36,6 +36,7 @@ from tooling.devstack import infra
 from tooling.devstack.infra import LOCALHOST, ProcessSpec
 
 STATUS_FILE = "status.json"
+PROBE_RETRIES = 3  # failed health probes in a row (one a second) before a healthy child is unhealthy
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ChildState:
     state: str = "pending"  # pending, starting, up, healthy, unhealthy, down, stopped
     healthy: bool = False
     last_exit: int | None = None
+    failed_probes: int = 0  # in a row
     next_start: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0))
     venue_books: dict[str, float] = field(default_factory=dict)  # main: books published per venue
@@ -262,6 +264,7 @@ class Supervisor:
             child.proc = None
             child.state = "down"
             child.healthy = False
+            child.failed_probes = 0
             child.next_start = now + child.backoff.next()
             self._say(f"{child.spec.name} exited with code {child.last_exit}; restarting")
             return
@@ -276,8 +279,12 @@ class Supervisor:
             ok = await asyncio.to_thread(child.spec.ready) if child.spec.ready else True
         else:
             ok = await self._probe_worker(child, http)
-        child.healthy = ok
-        child.state = "healthy" if ok else ("starting" if now - child.started_at < 30 else "unhealthy")
+        # One slow probe on a busy machine is not an outage: a healthy child turns unhealthy
+        # after PROBE_RETRIES failed probes in a row (as Docker's healthcheck retries).
+        child.failed_probes = 0 if ok else child.failed_probes + 1
+        if ok or not child.healthy or child.failed_probes >= PROBE_RETRIES:
+            child.healthy = ok
+            child.state = "healthy" if ok else ("starting" if now - child.started_at < 30 else "unhealthy")
 
     async def _probe_worker(self, child: ChildState, http: aiohttp.ClientSession) -> bool:
         try:

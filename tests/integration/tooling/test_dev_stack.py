@@ -71,7 +71,8 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
                 "cryptospreadedge-main",
                 "portfolio-rebalancer", "arbitrage-worker-1", "arbitrage-worker-2",
                 "arbitrage-worker-3", "portfolio-monitor"} == set(procs)
-        assert all(p["healthy"] and p["pid"] for p in procs.values())
+        assert all(p["healthy"] and p["pid"] for p in procs.values()), \
+            {n: p for n, p in procs.items() if not (p["healthy"] and p["pid"])}
         # the human view is the same snapshot
         table = cse("dev", "status", "--run-dir", str(run_dir))
         assert table.returncode == 0 and "stack: HEALTHY" in table.stdout
