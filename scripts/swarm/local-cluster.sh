@@ -225,7 +225,8 @@ build_rootfs_image() {
     dir=$(mktemp -d "$DATA_DIR/rootfs-$name.XXXX")
     log "debootstrap $SUITE for $name ($(mirror)); about a minute"
     debootstrap --variant=minbase --include="$(IFS=,; echo "$*")" "$SUITE" "$dir" "$(mirror)" \
-      >"$STATE_DIR/debootstrap-$name.log" 2>&1 || die "debootstrap failed; see $STATE_DIR/debootstrap-$name.log"
+      >"$STATE_DIR/debootstrap-$name.log" 2>&1 ||
+      { rm -rf "$dir"; die "debootstrap failed; see $STATE_DIR/debootstrap-$name.log"; }
     [ "$name" = infra ] && install -m 0755 "$(tansu_binary)" "$dir/usr/local/bin/tansu"
     rm -rf "$dir/var/lib/apt/lists"/* "$dir/var/cache/apt"/*.bin
     tar -C "$dir" -c . | d manager import - "$ref:$tag" >/dev/null
@@ -280,7 +281,14 @@ do_down() {
     for spec in "${NODES[@]}"; do
       IFS='|' read -r name _ _ <<<"$spec"
       grep -qx "$name" "$STATE_DIR/started" || continue
-      if answers "$name"; then d "$name" swarm leave --force >/dev/null 2>&1 || true; fi
+      if answers "$name"; then
+        # Bounded disk: images not in use go (the registry keeps the bases; the manager keeps
+        # some build cache for the next worker image).
+        d "$name" container prune -f >/dev/null 2>&1 || true  # exited tasks hold their images
+        d "$name" image prune -af >/dev/null 2>&1 || true
+        [ "$name" != manager ] || d manager builder prune -af --keep-storage 4GB >/dev/null 2>&1 || true
+        d "$name" swarm leave --force >/dev/null 2>&1 || true
+      fi
       [ -f "$STATE_DIR/$name.pid" ] && stop_pid "$(cat "$STATE_DIR/$name.pid")"
       log "stopped dockerd $name"
     done
@@ -289,6 +297,9 @@ do_down() {
   if [ -f "$STATE_DIR/registry.pid" ]; then
     stop_pid "$(cat "$STATE_DIR/registry.pid")"
     rm -f "$STATE_DIR/registry.pid"
+    # Worker images pushed by deploys go; the base images (cse-local/*) stay as the cache.
+    rm -rf "$DATA_DIR/registry/docker/registry/v2/repositories/cryptospreadedge"
+    docker-registry garbage-collect "$STATE_DIR/registry.yml" >/dev/null 2>&1 || true
   fi
   teardown_network
   log "cluster down; image stores kept under $DATA_DIR"
