@@ -356,3 +356,11 @@ class CommonSettings(BaseModel):
         """``CSE_METRICS_PORT`` if set, else the worker's default."""
         port = self.obs.metrics_port
         return port if port is not None else self.default_metrics_port
+
+    @classmethod
+    def probe_port(cls) -> int:
+        """:attr:`metrics_port` from the environment, reading only the settings that decide it:
+        the healthcheck runs every few seconds on busy nodes and must not validate the rest
+        (venues import ccxt). Raises pydantic's ValidationError on a bad port."""
+        port = ObservabilitySettings().metrics_port
+        return port if port is not None else cls.default_metrics_port

@@ -201,34 +201,18 @@ def _run_worker(args: argparse.Namespace) -> int:
     service, module, _cls = WORKERS[args.worker]
     settings_cls = _settings_class(args.worker)
     if args.check:
-        return _check(service, args.worker, settings_cls)
+        return _check(service, settings_cls)
     from shared.lifecycle import run_worker
 
     run = importlib.import_module(f"{module}.worker").run
     return run_worker(service, settings_cls, run)
 
 
-def _health_port(worker: str, settings_cls: type) -> int:
-    """The worker's metrics port, from the only settings that decide it (as ``metrics_port``
-    of the worker's settings): the healthcheck runs every few seconds on busy nodes and must
-    not validate the rest (venues import ccxt)."""
-    from shared.settings import ObservabilitySettings
-
-    port = ObservabilitySettings().metrics_port
-    if port is not None:
-        return port
-    if worker in ("main", "rebalancer"):  # CSE_REBALANCE_PROM_PORT
-        from workers.rebalancer.settings import RebalanceSettings
-
-        return RebalanceSettings().prom_port
-    return int(settings_cls.default_metrics_port)  # type: ignore[attr-defined]
-
-
-def _check(service: str, worker: str, settings_cls: type) -> int:
+def _check(service: str, settings_cls: type) -> int:
     from pydantic import ValidationError
 
     try:
-        port = _health_port(worker, settings_cls)
+        port = settings_cls.probe_port()  # type: ignore[attr-defined]
     except ValidationError as exc:
         print(f"{service}: bad settings: {exc.errors()[0].get('msg')}", file=sys.stderr)
         return 2

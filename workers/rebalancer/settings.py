@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import CommonSettings, Port, SettingsPart, VenueSettings, split_pairs
+from shared.settings import (
+    CommonSettings,
+    ObservabilitySettings,
+    Port,
+    SettingsPart,
+    VenueSettings,
+    split_pairs,
+)
 
 
 def parse_asset_map(text: str, *, positive: bool = False) -> dict[str, float]:
@@ -111,3 +118,9 @@ class RebalancerSettings(CommonSettings):
         """``CSE_METRICS_PORT`` if set, else ``CSE_REBALANCE_PROM_PORT`` (9001)."""
         port = self.obs.metrics_port
         return port if port is not None else self.rebalance.prom_port
+
+    @classmethod
+    def probe_port(cls) -> int:
+        """:attr:`metrics_port` from the port settings alone (see CommonSettings.probe_port)."""
+        port = ObservabilitySettings().metrics_port
+        return port if port is not None else RebalanceSettings().prom_port
