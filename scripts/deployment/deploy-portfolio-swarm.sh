@@ -216,7 +216,7 @@ update_states() {
 # whether it finished); jobs are not counted. Prints what is still pending. Returns 2 when a
 # service's update failed during this deploy (Swarm rolled it back or paused it).
 converged() {
-  local name mode replicas running desired pending=0 states state svc names update
+  local name mode replicas running desired pending=0 states state svc update
   while read -r name mode replicas _; do
     [ -n "$name" ] || continue
     case $mode in *job*) continue ;; esac
@@ -227,16 +227,10 @@ converged() {
       pending=1
     fi
   done < <(docker stack services "$STACK_NAME" --format '{{.Name}} {{.Mode}} {{.Replicas}}')
-  mapfile -t names < <(stack_services)
-  [ ${#names[@]} -gt 0 ] || return 1
-  mapfile -t states < <(docker service inspect --format \
-    '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}' \
-    "${names[@]}")
-  for state in "${states[@]}"; do
-    svc=${state%% *}
-    update=${state#"$svc"}
-    update=${update# }
-    update=${update%% *}
+  states=$(update_states)
+  [ -n "$states" ] || return 1
+  while read -r state; do
+    read -r svc update _ <<<"$state"
     case $update in
       updating)
         printf '  %s update in progress\n' "$svc"
@@ -246,7 +240,7 @@ converged() {
         printf '  %s update %s\n' "$svc" "$update"
         return 2 ;;
     esac
-  done
+  done <<<"$states"
   return "$pending"
 }
 
@@ -284,7 +278,8 @@ spec_hashes() {
 # deploy did not change keeps its spec (its "previous" spec is an older deploy's); a service
 # this deploy created has nothing to go back to.
 rollback_stack() {
-  local svc state before after
+  local svc update before after states
+  states=$(update_states)
   while read -r svc after; do
     before=$(grep "^$svc " <<<"$SPECS_BEFORE" | cut -d' ' -f2 || true)
     [ "$before" = "$after" ] && continue
@@ -292,9 +287,9 @@ rollback_stack() {
       warn "$svc is new in this deploy: nothing to roll back to"
       continue
     fi
-    state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$svc" 2>/dev/null || true)
-    case $state in
-      rollback_*) log "$svc: Swarm rolled it back ($state)" ;;
+    update=$(grep "^$svc " <<<"$states" | cut -d' ' -f2 || true)
+    case $update in
+      rollback_*) log "$svc: Swarm rolled it back ($update)" ;;
       *) if docker service rollback --detach "$svc" >/dev/null 2>&1; then
            log "rolled back $svc"
          else

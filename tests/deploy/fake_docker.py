@@ -70,7 +70,6 @@ def main(argv: list[str]) -> int:
             print(f'{name} {{"image": "{"new" if new else "old"}"}}')
     elif cmd == ["service", "inspect"]:
         deployed = os.path.exists(os.environ["FAKE_DOCKER_LOG"] + ".deployed")
-        with_name = argv[argv.index("--format") + 1].startswith("{{.Spec.Name}}")
         for name in argv[argv.index("--format") + 2:]:
             if not deployed:
                 state = "rollback_completed 2026-01-01" if os.environ.get("FAKE_BEFORE") == "rollback" \
@@ -83,7 +82,7 @@ def main(argv: list[str]) -> int:
                 state = "completed 2026-01-02"
             if os.environ.get("FAKE_BEFORE") == "rollback" and deployed and converge == "ok":
                 state = "rollback_completed 2026-01-01"  # this deploy left the service alone
-            print(f"{name} {state}" if with_name else state.split()[0])
+            print(f"{name} {state}")
     elif cmd == ["stack", "deploy"]:
         open(os.environ["FAKE_DOCKER_LOG"] + ".deployed", "w").close()
     elif cmd == ["service", "ls"]:
