@@ -19,13 +19,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests import ROOT
+from tests.conftest import wait_for
 from tooling import stackpatch
 
 CLUSTER = ROOT / "scripts" / "swarm" / "local-cluster.sh"
@@ -40,18 +41,7 @@ DOCKER = "/usr/bin/docker"  # Debian's client: the engine's version, BuildKit wi
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and dockerd")
 
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 2.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen = probe()
-        if seen:
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {seen!r}")
-        time.sleep(interval_s)
+POLL_S = 2.0  # between looks at the cluster (each is a few docker calls)
 
 
 class Cluster:
@@ -109,9 +99,9 @@ class Cluster:
     def metrics(self, service: str, port: int) -> list[str]:
         """Each running task's /metrics text, read inside its container on its node."""
         texts = []
+        nodes = self.node_tiers()  # a worker node is named after its tier; the manager "manager"
         for task in self.running_tasks(service):
-            node = {"trading": "trading", "portfolio": "portfolio", "arbitrage": "arbitrage"}.get(
-                self.node_tiers()[task["NodeID"]], "manager")
+            node = nodes[task["NodeID"]]
             container = task["Status"]["ContainerStatus"]["ContainerID"]
             texts.append(self.docker("exec", container, "python", "-c",
                                      "import urllib.request as u; print(u.urlopen("
@@ -141,19 +131,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("swarm")
     up = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr[-2000:]
+    env_lines = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    cluster_env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines)
+    cluster = None
     try:
         images = subprocess.run([str(CLUSTER), "images"], capture_output=True, text=True, timeout=900)
         assert images.returncode == 0, images.stderr[-2000:]
-        env_lines = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True,
-                                   check=True).stdout.splitlines()
-        cluster_env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines)
-        yield Cluster(prepare(work, cluster_env), work)
+        cluster = Cluster(prepare(work, cluster_env), work)
+        yield cluster
     finally:
-        env_lines = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True).stdout
-        env = dict(line.removeprefix("export ").split("=", 1) for line in env_lines.splitlines())
-        subprocess.run(["bash", str(DEPLOY), "staging", "cleanup"], capture_output=True, timeout=300,
-                       env={**os.environ, **env, "STACK_NAME": STACK_NAME, "CONVERGE_TIMEOUT_S": "120",
-                            "POLL_INTERVAL_S": "2", "PATH": f"{work / 'bin'}:{os.environ['PATH']}"})
+        if cluster is not None:
+            cluster.deploy_script("cleanup", timeout=300, CONVERGE_TIMEOUT_S="120", POLL_INTERVAL_S="2")
         subprocess.run([str(CLUSTER), "down"], capture_output=True, timeout=300)
 
 
@@ -232,7 +221,7 @@ def test_the_stack_trades_on_the_paper_venues(cluster: Cluster) -> None:
         last = (status.get("rebalance") or {}).get("last") or {}
         return status if status["rebalance"].get("leader") and last.get("status") == "executed" else None
 
-    status = wait_for(executed, 180, "an executed rebalance plan with a leader")
+    status = wait_for(executed, 180, "an executed rebalance plan with a leader", interval_s=POLL_S)
     assert status["portfolio"]["total_value"] > 0
     assert set(status["portfolio"]["value_by_exchange"]) == {"sim-a", "sim-b", "sim-c"}
     code, body = cluster.http("/api/executions?source=rebalancer")
@@ -244,7 +233,8 @@ def test_the_stack_trades_on_the_paper_venues(cluster: Cluster) -> None:
         return metric_sum(cluster.metrics("arbitrage-worker", 9003), "cse_bus_partitions_assigned",
                           group="arbitrage-executor")
 
-    assert wait_for(lambda: partitions() == 6, 60, "the 6 opportunity partitions shared by the replicas")
+    assert wait_for(lambda: partitions() == 6, 60, "the 6 opportunity partitions shared by the replicas",
+                    interval_s=POLL_S)
 
 
 @pytest.mark.timeout(120)
@@ -264,16 +254,18 @@ def test_status_and_logs_print_the_engines_output(cluster: Cluster) -> None:
 def test_scale_arbitrage_to_five_and_back(cluster: Cluster) -> None:
     r = cluster.deploy_script("scale", "arbitrage-worker", "5")
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: converged(cluster, {"arbitrage-worker": 5}), 180, "5/5 arbitrage workers")
+    wait_for(lambda: converged(cluster, {"arbitrage-worker": 5}), 180, "5/5 arbitrage workers",
+             interval_s=POLL_S)
 
     def members_with_partitions() -> int:
         per_member = [metric_sum([t], "cse_bus_partitions_assigned", group="arbitrage-executor")
                       for t in cluster.metrics("arbitrage-worker", 9003)]
         return sum(1 for n in per_member if n > 0) if sum(per_member) == 6 else 0
 
-    assert wait_for(lambda: members_with_partitions() >= 5, 120, "the group rebalanced over 5 members")
+    assert wait_for(lambda: members_with_partitions() >= 5, 120, "the group rebalanced over 5 members",
+                    interval_s=POLL_S)
     cluster.docker("service", "scale", "--detach", f"{STACK_NAME}_arbitrage-worker=3")
-    wait_for(lambda: converged(cluster, {"arbitrage-worker": 3}), 120, "back to 3/3")
+    wait_for(lambda: converged(cluster, {"arbitrage-worker": 3}), 120, "back to 3/3", interval_s=POLL_S)
 
 
 @pytest.mark.timeout(400)
@@ -322,7 +314,7 @@ def test_a_broken_image_rolls_back_by_itself_and_deploy_fails(cluster: Cluster) 
         return converged(cluster, {"cryptospreadedge-main": 2, "arbitrage-worker": 3,
                                    "portfolio-rebalancer": 1, "portfolio-monitor": 1})
 
-    wait_for(all_back, 300, "every worker back on the good image, all replicas running")
+    wait_for(all_back, 300, "every worker back on the good image, all replicas running", interval_s=POLL_S)
     states = {name: cluster.inspect(name).get("UpdateStatus", {}).get("State") for name in WORKERS}
     assert "rollback_completed" in states.values(), states
     print(f"all rolled back after {time.monotonic() - started:.0f}s")
@@ -337,7 +329,7 @@ def test_rollback_of_one_service(cluster: Cluster) -> None:
                    "--update-monitor", "2s", "--update-delay", "0s", "--rollback-monitor", "2s",
                    "--rollback-delay", "0s", f"{STACK_NAME}_portfolio-monitor")
     wait_for(lambda: cluster.inspect("portfolio-monitor").get("UpdateStatus", {}).get("State") == "completed",
-             180, "the monitor's update")
+             180, "the monitor's update", interval_s=POLL_S)
     r = cluster.deploy_script("rollback", "portfolio-monitor")
     assert r.returncode == 0, r.stderr
     spec = cluster.inspect("portfolio-monitor")["Spec"]
