@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything CryptoSpreadEdge needs on a Debian/Ubuntu machine, idempotently:
 #   - system packages: redis-server and victoria-metrics (the embedded stack's Redis and
-#     time-series store); for the tests shellcheck, nginx, prometheus (promtool), the docker
+#     time-series store); for the tests shellcheck, nginx, prometheus (promtool),
+#     prometheus-alertmanager (amtool and a real Alertmanager), the docker
 #     client and chromium; python3-venv when the interpreter lacks venv;
 #   - the virtual environment at .venv/ with the project and its dev/test extras.
 # Needs root or sudo only when a system package is missing. Re-running is cheap: the project
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP="$VENV/.bootstrap-stamp"
 # shellcheck disable=SC2034  # what step 1 installs when missing; each has its check below
-APT_PACKAGES=(redis-server victoria-metrics shellcheck nginx prometheus docker.io)
+APT_PACKAGES=(redis-server victoria-metrics shellcheck nginx prometheus prometheus-alertmanager docker.io)
 
 log() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +41,8 @@ command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] 
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# tests/integration/tooling/test_alert_delivery.py: Prometheus -> Alertmanager -> a webhook.
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 # tests/integration/workers/test_api.py renders the status page in headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

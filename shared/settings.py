@@ -235,13 +235,13 @@ def load(cls: type[M], **overrides: Any) -> M:
         raise SettingsError(format_validation_error(cls, exc)) from None
 
 
-def load_or_report(cls: type[M], prog: str) -> M | None:
+def load_or_report(cls: type[M], prog: str, **overrides: Any) -> M | None:
     """:func:`load` for an entry point: on bad settings print ``prog: <line>`` per bad variable
     to stderr and return None (the caller exits 2)."""
     import sys
 
     try:
-        return load(cls)
+        return load(cls, **overrides)
     except SettingsError as exc:
         for line in str(exc).splitlines():
             print(f"{prog}: {line}", file=sys.stderr)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,3 +196,37 @@ async def eventually(probe: Callable[[], T | Awaitable[T]], timeout_s: float, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {seen!r}")
         await asyncio.sleep(interval_s)
+
+
+class WebhookReceiver:
+    """An HTTP receiver of webhook calls (Alertmanager's): every POSTed JSON body, in arrival
+    order, with its path. ``with WebhookReceiver(host) as r:`` serves on a free port of ``host``."""
+
+    def __init__(self, host: str) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        received = self.payloads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append({"path": self.path, **json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_port}/hook"
+
+    def __enter__(self) -> WebhookReceiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, receiver: str) -> list[dict[str, Any]]:
+        """The alerts notified to the Alertmanager receiver named ``receiver``."""
+        return [a for p in list(self.payloads) if p["receiver"] == receiver for a in p["alerts"]]

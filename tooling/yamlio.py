@@ -1,6 +1,7 @@
 """Read the monitoring YAML files, and write the block-style YAML the generated files use.
 
-``load`` is PyYAML's ``safe_load`` (PyYAML is in the test extra). ``dump`` writes mappings, lists
+``load`` is PyYAML's ``safe_load`` (PyYAML is in the test extra, so it is imported there, not
+at the top: ``dump`` runs in the image too). ``dump`` writes mappings, lists
 and scalars with strings JSON-quoted (a JSON string is a valid YAML double-quoted scalar) and no
 line folding, so a generated file reads like the hand-written ones.
 """
@@ -11,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def load(path: Path) -> Any:
+    import yaml
+
     return yaml.safe_load(Path(path).read_text())
 
 

@@ -13,6 +13,7 @@ and on a development machine::
     cse dev up        the embedded stack: broker, Redis, store and every worker
     cse dev status    one snapshot of the running embedded stack
     cse config check  validate the CSE_* environment of a worker
+    cse alerts config the Alertmanager configuration from CSE_ALERT_* settings and secrets
     cse scenario run  play a scripted arbitrage scenario on real processes and check it
 """
 
@@ -45,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 crash or unhealthy, 2 bad configuration or fatal error.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_services, _add_dev, _add_portfolio, _add_bench, _add_keys, _add_scenario, _add_config):
+    for add in (_add_services, _add_dev, _add_portfolio, _add_bench, _add_keys, _add_scenario, _add_config,
+                _add_alerts):
         add(sub)
     return p
 
@@ -182,6 +184,22 @@ def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     chk.set_defaults(func=_config_check)
 
 
+def _add_alerts(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cse alerts config``."""
+    alerts = sub.add_parser("alerts", help="alert delivery (Alertmanager)")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    cfg = alerts_sub.add_parser(
+        "config", help="print the Alertmanager configuration rendered from CSE_ALERT_* settings",
+        description="Routing by severity, inhibition and grouping of tooling/alerting.py, with the "
+                    "channels configured by CSE_ALERT_* variables and by secret files named after "
+                    "them (cse_alert_webhook_url, cse_alert_slack_url, cse_alert_smtp_password).")
+    cfg.add_argument("--secrets-dir", type=Path, default=None,
+                     help="read secret files from here (default: CSE_SECRETS_DIR, else /run/secrets if any)")
+    cfg.add_argument("--output", "-o", type=Path, default=None,
+                     help="write the file here (mode 0600) instead of stdout")
+    cfg.set_defaults(func=_alerts_config)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["venue-sim"]:  # its own parser owns every option, --help included
@@ -224,6 +242,31 @@ def _check(service: str, settings_cls: type) -> int:
     except OSError as exc:
         print(f"{service}: unhealthy ({url}: {exc})", file=sys.stderr)
         return 1
+
+
+def _alerts_config(args: argparse.Namespace) -> int:
+    from shared import settings
+    from tooling import alerting
+
+    overrides = {}
+    if args.secrets_dir is not None:
+        if not args.secrets_dir.is_dir():
+            print(f"cse alerts config: --secrets-dir {args.secrets_dir} is not a directory", file=sys.stderr)
+            return 2
+        overrides["_secrets_dir"] = str(args.secrets_dir)
+    s = settings.load_or_report(alerting.AlertSettings, "cse alerts config", **overrides)
+    if s is None:
+        return 2
+    for note in alerting.notes(s):
+        print(f"cse alerts config: {note}", file=sys.stderr)
+    text = alerting.render(s)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    return 0
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

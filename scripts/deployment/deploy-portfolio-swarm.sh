@@ -23,8 +23,8 @@ LOG_TAIL=${LOG_TAIL:-200}
 ENVIRONMENTS=(production staging)
 TIERS=(trading portfolio arbitrage)
 SERVICES=(cryptospreadedge-main portfolio-rebalancer arbitrage-worker portfolio-monitor
-          venue-sim-a venue-sim-b venue-sim-c redis influxdb kafka prometheus grafana
-          elasticsearch kibana filebeat log-setup nginx redis-exporter kafka-exporter
+          venue-sim-a venue-sim-b venue-sim-c redis influxdb kafka prometheus alertmanager
+          grafana elasticsearch kibana filebeat log-setup nginx redis-exporter kafka-exporter
           node-exporter)
 # Stateless or leader-elected services; the stateful ones own a volume and stay at one.
 SCALABLE=(cryptospreadedge-main portfolio-rebalancer arbitrage-worker portfolio-monitor
@@ -52,17 +52,21 @@ Actions:
                          \$BACKUP_DIR/<env>/, deleting archives older than $BACKUP_RETENTION_DAYS days
   label-nodes [n=tier..] label nodes (tier: ${TIERS[*]}); without arguments show the labels
   init-secrets           create the missing generated secrets (${GENERATED_SECRETS[*]})
-                         in \$CSE_SECRETS_SOURCE with mode 0600
+                         in \$CSE_SECRETS_SOURCE with mode 0600; staging: a self-signed
+                         tls_cert.pem/tls_key.pem for TLS_SUBJECT_ALT_NAMES when absent
 
 Secret sources: config/api_keys.encrypted (cse keys encrypt), config/environments/arbitrage.env,
 config/environments/rebalance.env, and in \$CSE_SECRETS_SOURCE (default
-/etc/cryptospreadedge/<env>): keys_passphrase ${GENERATED_SECRETS[*]}.
+/etc/cryptospreadedge/<env>): keys_passphrase ${GENERATED_SECRETS[*]}
+tls_cert.pem tls_key.pem, and optionally the alert channels' cse_alert_webhook_url,
+cse_alert_slack_url, cse_alert_smtp_password (the Alertmanager configuration is rendered from
+them and the CSE_ALERT_* settings by the image: cse alerts config).
 
 Environment: STACK_NAME ($STACK_NAME), STACK_FILE (the production stack file), CSE_IMAGE_REPO
 (cryptospreadedge), CSE_IMAGE_TAG (git commit), CSE_IMAGE_SOURCE (build|pull), CSE_REGISTRY
 (push the built image there; required with more than one node), CSE_PYTHON_IMAGE (the
 Dockerfile's PYTHON_IMAGE), CSE_BUILD_CA_FILE (CA bundle for pip during the build, as a build
-secret), API_KEYS_FILE, ARBITRAGE_ENV_FILE, REBALANCE_ENV_FILE (secret sources elsewhere),
+secret), TLS_SUBJECT_ALT_NAMES (init-secrets), CSE_ALERT_* (over the env file's), API_KEYS_FILE, ARBITRAGE_ENV_FILE, REBALANCE_ENV_FILE (secret sources elsewhere),
 CONVERGE_TIMEOUT_S ($CONVERGE_TIMEOUT_S), POLL_INTERVAL_S ($POLL_INTERVAL_S), BACKUP_DIR
 ($BACKUP_DIR), BACKUP_RETENTION_DAYS ($BACKUP_RETENTION_DAYS), LOG_TAIL ($LOG_TAIL).
 EOF
@@ -85,7 +89,11 @@ secret_specs() {
     "api_keys_encrypted|${API_KEYS_FILE:-$ROOT/config/api_keys.encrypted}" \
     "arbitrage_env|${ARBITRAGE_ENV_FILE:-$ROOT/config/environments/arbitrage.env}" \
     "rebalance_env|${REBALANCE_ENV_FILE:-$ROOT/config/environments/rebalance.env}" \
-    "keys_passphrase|$SECRETS_SOURCE/keys_passphrase"
+    "keys_passphrase|$SECRETS_SOURCE/keys_passphrase" \
+    "tls_cert|$SECRETS_SOURCE/tls_cert.pem" \
+    "tls_key|$SECRETS_SOURCE/tls_key.pem"
+  # Rendered during deploy (render_alert_config), after the sources were checked.
+  [ -z "${ALERTMANAGER_CONF:-}" ] || printf '%s\n' "alertmanager_conf|$ALERTMANAGER_CONF"
   local name
   for name in "${GENERATED_SECRETS[@]}"; do printf '%s\n' "$name|$SECRETS_SOURCE/$name"; done
 }
@@ -100,6 +108,7 @@ config_specs() {
     "grafana_datasources|$ROOT/infrastructure/monitoring/grafana/provisioning/datasources/datasources.yml" \
     "grafana_dashboard_provider|$ROOT/infrastructure/monitoring/grafana/provisioning/dashboards/dashboards.yml" \
     "grafana_alerting|$ROOT/infrastructure/monitoring/grafana/provisioning/alerting/alert-rules.yml" \
+    "grafana_notification|$ROOT/infrastructure/monitoring/grafana/provisioning/alerting/notification.yml" \
     "grafana_dashboard_portfolio_rebalance|$ROOT/infrastructure/monitoring/grafana/dashboards/portfolio-rebalance.json" \
     "grafana_dashboard_portfolio_performance|$ROOT/infrastructure/monitoring/grafana/dashboards/portfolio-performance.json" \
     "filebeat_conf|$ROOT/infrastructure/logging/filebeat.yml" \
@@ -299,17 +308,8 @@ rollback_stack() {
   done <<<"$SPECS_DEPLOYED"
 }
 
-# ---- actions -----------------------------------------------------------------------------
-do_deploy() {
-  [ $# -eq 0 ] || die "deploy takes no arguments"
-  require_docker
-  require_manager
-  require_labels
-  require_image_distribution
-  check_sources
-  ensure_objects secret
-  ensure_objects config
-
+# Build (and push) or pull the worker image; exports CSE_IMAGE.
+acquire_image() {
   local repo=${CSE_IMAGE_REPO:-cryptospreadedge} tag
   tag=${CSE_IMAGE_TAG:-$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo latest)}
   [ -z "${CSE_REGISTRY:-}" ] || repo="$CSE_REGISTRY/$repo"
@@ -326,6 +326,39 @@ do_deploy() {
     pull) docker pull "$CSE_IMAGE" ;;
     *) die "CSE_IMAGE_SOURCE must be build or pull, not '${CSE_IMAGE_SOURCE}'" ;;
   esac
+}
+
+# The Alertmanager configuration, rendered by the image being deployed (`cse alerts config`,
+# the code that owns the routing) from the CSE_ALERT_* lines of config/environments/<env>.env
+# and the secret files cse_alert_* in $SECRETS_SOURCE. The result holds webhook URLs and
+# passwords: a 0600 temporary file, removed on exit, stored as the secret alertmanager_conf.
+render_alert_config() {
+  ALERTMANAGER_CONF=$(mktemp "${TMPDIR:-/tmp}/alertmanager-conf.XXXXXX")
+  trap 'rm -f "$ALERTMANAGER_CONF"' EXIT
+  log "rendering the Alertmanager configuration (cse alerts config)"
+  # CSE_ALERT_* variables of this shell win over the env file (passed by name: no value on a
+  # command line).
+  local run=(--rm --network none --user 0:0 -e CSE_ENV_FILES=/run/cse/env
+             -v "$ROOT/config/environments/$ENV_NAME.env:/run/cse/env:ro"
+             -v "$SECRETS_SOURCE:/run/cse/secrets:ro") var
+  while IFS= read -r var; do run+=(-e "$var"); done < <(compgen -e | grep '^CSE_ALERT_' || true)
+  docker run "${run[@]}" "$CSE_IMAGE" alerts config --secrets-dir /run/cse/secrets >"$ALERTMANAGER_CONF" ||
+    die "the Alertmanager configuration could not be rendered (CSE_ALERT_* settings above); nothing deployed"
+  [ -s "$ALERTMANAGER_CONF" ] || die "cse alerts config wrote nothing; nothing deployed"
+}
+
+# ---- actions -----------------------------------------------------------------------------
+do_deploy() {
+  [ $# -eq 0 ] || die "deploy takes no arguments"
+  require_docker
+  require_manager
+  require_labels
+  require_image_distribution
+  check_sources
+  acquire_image
+  render_alert_config
+  ensure_objects secret
+  ensure_objects config
 
   export CSE_ENV=$ENV_NAME
   if [ "$ENV_NAME" = staging ]; then export CSE_VENUE_SIM_REPLICAS=1; else export CSE_VENUE_SIM_REPLICAS=0; fi
@@ -446,8 +479,9 @@ do_backup() {
 
   archive_volume influxdb_config "influxdb-config_${stamp}.tar.gz"
   archive_volume grafana_data "grafana_${stamp}.tar.gz"
+  archive_volume alertmanager_data "alertmanager_${stamp}.tar.gz"
   tar czf "$DEST/config_${stamp}.tar.gz" -C "$ROOT" config infrastructure
-  log "config volumes and files -> $DEST/{influxdb-config,grafana,config}_${stamp}.tar.gz"
+  log "config volumes and files -> $DEST/{influxdb-config,grafana,alertmanager,config}_${stamp}.tar.gz"
 
   # Rotation, as in the operations guide: keep $BACKUP_RETENTION_DAYS days.
   find "$DEST" -maxdepth 1 -type f -name '*_*.tar.gz' -mtime +"$BACKUP_RETENTION_DAYS" -print -delete |
@@ -490,8 +524,27 @@ do_init_secrets() {
       log "$file generated"
     fi
   done
+  init_tls
   [ -s "$SECRETS_SOURCE/keys_passphrase" ] ||
     warn "$SECRETS_SOURCE/keys_passphrase is missing: write the passphrase of config/api_keys.encrypted there (mode 0600)"
+}
+
+# nginx's certificate: tls_cert.pem (the chain) and tls_key.pem. Production brings its own (ACME/
+# certbot or a CA; README: TLS certificates); staging gets a self-signed ECDSA P-256 pair valid
+# 397 days for TLS_SUBJECT_ALT_NAMES.
+init_tls() {
+  local cert="$SECRETS_SOURCE/tls_cert.pem" key="$SECRETS_SOURCE/tls_key.pem" names
+  if [ -s "$cert" ] && [ -s "$key" ]; then
+    log "$cert and $key exist, kept"
+  elif [ "$ENV_NAME" = staging ]; then
+    names=${TLS_SUBJECT_ALT_NAMES:-DNS:$(hostname -f 2>/dev/null || hostname),DNS:localhost,IP:127.0.0.1}
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 397 \
+      -subj "/CN=cryptospreadedge-staging" -addext "subjectAltName=$names" \
+      -keyout "$key" -out "$cert" 2>/dev/null) || die "openssl could not make a self-signed certificate for $names"
+    log "$cert generated (self-signed, $names)"
+  else
+    warn "$cert / $key are missing: put the certificate chain and its key there (mode 0600; README: TLS certificates)"
+  fi
 }
 
 main() {

@@ -266,6 +266,8 @@ do_env() {
   printf 'export CSE_PYTHON_IMAGE=%s/cse-local/python:%s\n' "$REGISTRY" "$SUITE"
   printf 'export CSE_INFRA_IMAGE=%s/cse-local/infra:%s\n' "$REGISTRY" "$SUITE"
   printf 'export CSE_CLUSTER_GATEWAY=%s\n' "$MANAGER_IP"
+  # this machine's address on the cluster bridge: what the stack's containers reach it by
+  printf 'export CSE_CLUSTER_HOST_IP=%s\n' "$SUBNET.1"
 }
 
 stop_pid() {

@@ -13,6 +13,8 @@ variables, which the stack file reads) and answers from a small scenario:
     FAKE_CLI          "old": `stack deploy --help` lists no --detach (CLI before 25)
     FAKE_CHANGED      services whose spec the deploy changes, comma-separated (default "all")
     FAKE_CONTAINERS   "1": `docker ps -q` finds a container (backup); `docker cp` makes a directory
+    FAKE_RENDER       "fail": `docker run ... alerts config` exits 2 as on bad CSE_ALERT_* settings;
+                      otherwise it prints a configuration naming the CSE_ALERT_* variables passed
 """
 
 from __future__ import annotations
@@ -91,6 +93,15 @@ def main(argv: list[str]) -> int:
         os.makedirs(argv[2], exist_ok=True)
         with open(os.path.join(argv[2], "backup.manifest"), "w") as out:
             out.write("fake\n")
+    elif argv[:1] == ["run"] and argv[-4:-2] == ["alerts", "config"]:
+        if os.environ.get("FAKE_RENDER") == "fail":
+            print("cse alerts config: invalid setting CSE_ALERT_GROUP_WAIT='soon'", file=sys.stderr)
+            return 2
+        passed = [argv[i + 1] for i, a in enumerate(argv)
+                  if a == "-e" and argv[i + 1].startswith("CSE_ALERT_")]
+        print("# rendered by the fake\nreceivers: []")
+        for name in passed:
+            print(f"# {name}={os.environ.get(name, '')}")
     elif argv[:1] == ["ps"]:
         if os.environ.get("FAKE_CONTAINERS") == "1":
             print("c0ffee")

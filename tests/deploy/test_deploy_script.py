@@ -31,7 +31,7 @@ SOURCES = [
     "infrastructure/logging/ilm/error.json", "infrastructure/logging/ilm/audit.json",
 ]
 SECRETS = ["keys_passphrase", "api_token", "grafana_admin_password", "influxdb_admin_password",
-           "influxdb_admin_token"]
+           "influxdb_admin_token", "tls_cert.pem", "tls_key.pem"]
 
 
 class Run:
@@ -126,9 +126,9 @@ def test_help_and_bad_arguments(world: dict[str, Any]) -> None:
 def test_deploy_in_order(world: dict[str, Any]) -> None:
     r = run(world, "production", "deploy")
     assert r.rc == 0, r.err
-    order = [r.index("info"), r.index("node", "ls"), r.index("node", "inspect"),
-             r.index("secret", "inspect"), r.index("secret", "create"), r.index("config", "create"),
-             r.index("build"), r.deploy_index()]
+    order = [r.index("info"), r.index("node", "ls"), r.index("node", "inspect"), r.index("build"),
+             r.index("run"), r.index("secret", "inspect"), r.index("secret", "create"),
+             r.index("config", "create"), r.deploy_index()]
     assert order == sorted(order), r.argv()
     creates = [a for a in r.argv() if a[1:2] == ["create"]]
     names = {a[a.index("create") + 5] for a in creates}  # after two --label pairs
@@ -137,7 +137,8 @@ def test_deploy_in_order(world: dict[str, Any]) -> None:
         "grafana_admin_password", "nginx_conf", "prometheus_conf", "prometheus_rules_availability",
         "prometheus_rules_performance", "prometheus_rules_portfolio", "grafana_datasources",
         "grafana_dashboard_provider", "grafana_alerting", "grafana_dashboard_portfolio_rebalance",
-        "grafana_dashboard_portfolio_performance", "ilm_audit"}
+        "grafana_dashboard_portfolio_performance", "ilm_audit", "grafana_notification", "tls_cert",
+        "tls_key", "alertmanager_conf"}
     assert all(len(n.rsplit("_", 1)[1]) == 12 for n in names)
     deploy = r.calls[r.deploy_index()]
     assert deploy["argv"][-1] == "cryptospreadedge-portfolio"
@@ -150,6 +151,47 @@ def test_deploy_in_order(world: dict[str, Any]) -> None:
     assert env["NGINX_CONF_VERSION"].startswith("_") and len(env["NGINX_CONF_VERSION"]) == 13
     assert not r.has("service", "rollback")
     assert "converged" in r.out
+
+
+def test_the_alertmanager_configuration_is_rendered_by_the_deployed_image(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", CSE_ALERT_GROUP_WAIT="10s", TMPDIR=str(world["tmp"]))
+    assert r.rc == 0, r.err
+    render = r.argv()[r.index("run")]
+    assert render[-5:] == ["registry.example:5000/cryptospreadedge:t1", "alerts", "config", "--secrets-dir",
+                           "/run/cse/secrets"]
+    assert ["--network", "none"] == render[2:4]
+    assert f"{world['secrets']}:/run/cse/secrets:ro" in render
+    # this shell's CSE_ALERT_* variables pass by name: no value on a command line
+    assert render[render.index("CSE_ALERT_GROUP_WAIT") - 1] == "-e" and "10s" not in " ".join(render)
+    secret = next(a for a in r.argv()
+                  if a[:2] == ["secret", "create"] and "com.cryptospreadedge.name=alertmanager_conf" in a)
+    assert secret[-2].startswith("alertmanager_conf_")
+    assert not list(world["tmp"].glob("alertmanager-conf.*"))  # the rendered file is gone
+
+
+def test_a_configuration_that_does_not_render_stops_the_deploy(world: dict[str, Any]) -> None:
+    r = run(world, "production", "deploy", FAKE_RENDER="fail")
+    assert r.rc == 1
+    assert "CSE_ALERT_GROUP_WAIT='soon'" in r.err and "nothing deployed" in r.err
+    assert not r.has("secret", "create") and not r.deployed()
+
+
+def test_init_secrets_makes_a_self_signed_certificate_for_staging_only(world: dict[str, Any]) -> None:
+    for name in ("tls_cert.pem", "tls_key.pem"):
+        (world["secrets"] / name).unlink()
+    r = run(world, "production", "init-secrets")
+    assert r.rc == 0 and "tls_cert.pem / " in r.err and "README: TLS certificates" in r.err
+    assert not (world["secrets"] / "tls_cert.pem").exists()
+    r = run(world, "staging", "init-secrets", TLS_SUBJECT_ALT_NAMES="DNS:cse.staging.example,IP:10.1.2.3")
+    assert r.rc == 0, r.err
+    cert, key = world["secrets"] / "tls_cert.pem", world["secrets"] / "tls_key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-text"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "DNS:cse.staging.example, IP Address:10.1.2.3" in text and "prime256v1" in text
+    before = cert.read_bytes()
+    r = run(world, "staging", "init-secrets")
+    assert r.rc == 0 and "exist, kept" in r.out and cert.read_bytes() == before
 
 
 def test_rerun_reuses_existing_objects(world: dict[str, Any]) -> None:
@@ -287,7 +329,7 @@ def test_backup_archives_and_rotates(world: dict[str, Any]) -> None:
     assert r.index("exec", "c0ffee", "redis-cli", "SAVE") < r.index("run")
     volumes = [a[a.index("-v") + 1].split(":")[0] for a in r.argv() if a[:1] == ["run"]]
     assert volumes == [f"cryptospreadedge-portfolio_{v}" for v in ("redis_data", "influxdb_config",
-                                                                    "grafana_data")]
+                                                                    "grafana_data", "alertmanager_data")]
     assert r.has("cp", "c0ffee:/tmp/cse-backup")
     archives = sorted(p.name.split("_")[0] for p in dest.glob("*.tar.gz"))
     assert archives == ["config", "influxdb", "redis"]  # volume archives come from `docker run`

@@ -38,7 +38,8 @@ def test_every_stack_object_has_a_source_in_the_deploy_script() -> None:
     stack = yaml.safe_load(STACK_FILE.read_text())
     script = DEPLOY_SCRIPT.read_text()
     declared = {f"{kind[:-1]} {name}" for kind in ("secrets", "configs") for name in stack[kind]}
-    sources = set(re.findall(r'"(\w+)\|\$(?:ROOT|SECRETS_SOURCE|\{[A-Z_]+_FILE)', script))
+    # sources are repository files, secret files, an operator's *_FILE, or rendered during deploy
+    sources = set(re.findall(r'"(\w+)\|\$(?:ROOT|SECRETS_SOURCE|\{[A-Z_]+_FILE|ALERTMANAGER_CONF")', script))
     generated = re.search(r"GENERATED_SECRETS=\(([^)]*)\)", script)
     assert generated
     sources |= set(generated.group(1).split())

@@ -234,3 +234,34 @@ def test_memory_limits_are_the_ones_processmemoryhigh_assumes(stack: dict[str, A
     for job, limit in assumed.items():
         deploy = stack["services"][jobs[job]]["deploy"]
         assert memory_bytes(deploy["resources"]["limits"]["memory"]) == limit, job
+
+
+# ---- alert delivery --------------------------------------------------------------------------
+NOTIFICATION = GRAFANA / "provisioning" / "alerting" / "notification.yml"
+
+
+def test_prometheus_and_grafana_send_alerts_to_the_stacks_alertmanager(stack: dict[str, Any]) -> None:
+    am = stack["services"]["alertmanager"]
+    opts = flags(am["command"])
+    port = int(opts["web.listen-address"].rsplit(":", 1)[1])
+    # Prometheus: every Alertmanager task, on its port, at its route prefix
+    (target,) = yaml.safe_load(PROMETHEUS_CONF.read_text())["alerting"]["alertmanagers"]
+    (sd,) = target["dns_sd_configs"]
+    assert sd["names"] == ["tasks.alertmanager"] and sd["port"] == port
+    assert target.get("path_prefix", "/") == opts["web.route-prefix"] == "/"
+    # Grafana: its only contact point is that Alertmanager, and the policy sends everything there
+    provisioning = yaml.safe_load(NOTIFICATION.read_text())
+    (contact,) = provisioning["contactPoints"]
+    (receiver,) = contact["receivers"]
+    assert receiver["type"] == "prometheus-alertmanager"
+    url = urlsplit(receiver["settings"]["url"])
+    assert (url.hostname, url.port, url.path or "/") == ("alertmanager", port, "/")
+    (policy,) = provisioning["policies"]
+    assert policy["receiver"] == contact["name"] and "routes" not in policy
+    assert set(stack["services"]["grafana"]["networks"]) & set(am["networks"])
+    # the configuration is the rendered secret, read where the command says
+    assert opts["config.file"] == "/run/secrets/alertmanager_conf" and am["secrets"] == ["alertmanager_conf"]
+    # nginx's /alertmanager/ strips the prefix: Alertmanager serves at its root, external URL /alertmanager/
+    assert urlsplit(opts["web.external-url"]).path == "/alertmanager/"
+    assert re.search(r"location /alertmanager/ \{[^}]*\}\s*[^}]*proxy_pass http://alertmanager/;",
+                     NGINX_CONF.read_text())

@@ -151,7 +151,8 @@ def test_networks_and_published_ports(production: dict[str, Any]) -> None:
         assert set(services[name]["networks"]) == {"backend"}, name
     published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
     assert list(published) == ["nginx"], "only nginx publishes a port (metrics, Prometheus stay inside)"
-    assert [p["published"] for p in published["nginx"]] == [80]
+    assert [(p["published"], p["mode"]) for p in published["nginx"]] == [(80, "host"), (443, "host")]
+    assert {s["source"] for s in services["nginx"]["secrets"]} == {"tls_cert", "tls_key"}
 
 
 def test_host_mode_ports_update_stop_first(production: dict[str, Any]) -> None:

@@ -119,24 +119,121 @@ def test_scripts_are_strict_and_executable() -> None:
 
 
 # ---- nginx ------------------------------------------------------------------------------
-def test_nginx_config_is_valid(tmp_path: Path) -> None:
-    """`nginx -t` on a copy whose upstream hosts (Swarm service names) are 127.0.0.1."""
-    nginx = require_tool("nginx", "apt package nginx")
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "tls_cert", tmp_path / "tls_key"
+    proc = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-days", "2", "-subj", "/CN=cse-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                "-keyout", str(key), "-out", str(cert)])
+    assert proc.returncode == 0, proc.stderr
+    return cert, key
+
+
+def local_nginx_conf(tmp_path: Path, http_port: int = 80, https_port: int = 443) -> Path:
+    """A copy that runs here: upstream hosts (Swarm service names) are 127.0.0.1, the secrets,
+    the ACME webroot, logs and temp files live in tmp_path, the ports are the given ones."""
     text = NGINX_CONF.read_text()
     upstream_hosts = set(re.findall(r"^\s*server\s+([a-z][\w-]*):\d+", text, re.M))
-    assert upstream_hosts == {"cryptospreadedge-main", "portfolio-monitor", "prometheus", "grafana",
-                              "kibana"}
+    assert upstream_hosts == {"cryptospreadedge-main", "portfolio-monitor", "prometheus", "alertmanager",
+                              "grafana", "kibana"}
     text = re.sub(r"^(\s*server\s+)[a-z][\w-]*(:\d+)", r"\g<1>127.0.0.1\2", text, flags=re.M)
     text = text.replace("access_log /dev/stdout", f"access_log {tmp_path}/access.log")
     text = text.replace("error_log stderr", f"error_log {tmp_path}/error.log")
+    for name in ("tls_cert", "tls_key"):
+        assert f"/run/secrets/{name};" in text
+        text = text.replace(f"/run/secrets/{name};", f"{tmp_path}/{name};")
+    assert "root /var/www/acme;" in text
+    text = text.replace("root /var/www/acme;", f"root {tmp_path}/acme;")
+    text = text.replace("listen 80 default_server;", f"listen 127.0.0.1:{http_port} default_server;")
+    text = text.replace("listen 443 ssl http2 default_server;",
+                        f"listen 127.0.0.1:{https_port} ssl http2 default_server;")
     temp_paths = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    text = f"pid {tmp_path}/nginx.pid;\n" + text.replace("http {\n", "http {\n" + temp_paths, 1)
+    head = f"pid {tmp_path}/nginx.pid;\n" + ("user root;\n" if os.geteuid() == 0 else "")
+    text = head + text.replace("http {\n", "http {\n" + temp_paths, 1)
+    self_signed(tmp_path)
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
+    return conf
+
+
+def test_nginx_config_is_valid(tmp_path: Path) -> None:
+    nginx = require_tool("nginx", "apt package nginx")
+    conf = local_nginx_conf(tmp_path)
     proc = run([nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)])
     assert proc.returncode == 0, proc.stderr
     assert "test is successful" in proc.stderr
+
+
+def test_nginx_redirects_to_tls_with_hsts_and_modern_ciphers(tmp_path: Path) -> None:
+    """nginx serving the real configuration on loopback: port 80 redirects (but for the ACME
+    challenge and the healthcheck); 443 speaks TLS 1.2/1.3 with forward-secret AEAD ciphers only
+    and sends HSTS."""
+    import http.client
+    import socket
+    import ssl
+
+    from tests.conftest import wait_for
+    from tooling.devstack import infra
+
+    nginx = require_tool("nginx", "apt package nginx")
+    http_port, https_port = infra.free_port(), infra.free_port()
+    conf = local_nginx_conf(tmp_path, http_port, https_port)
+    (tmp_path / "acme" / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (tmp_path / "acme" / ".well-known" / "acme-challenge" / "tok3n").write_text("tok3n.thumbprint")
+    proc = subprocess.Popen([nginx, "-g", "daemon off;", "-p", str(tmp_path), "-e",
+                             str(tmp_path / "error.log"), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: infra.tcp_ready(https_port) and infra.tcp_ready(http_port), 15, "nginx listening")
+
+        def get(path: str, https: bool = False) -> http.client.HTTPResponse:
+            if https:
+                ctx = ssl.create_default_context(cafile=str(tmp_path / "tls_cert"))
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    "127.0.0.1", https_port, context=ctx, timeout=10)
+            else:
+                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+            try:
+                conn.request("GET", path, headers={"Host": "cse.example.com"})
+                resp = conn.getresponse()
+                resp.read()
+                return resp
+            finally:
+                conn.close()
+
+        plain = get("/api/status?x=1")
+        assert plain.status == 301 and plain.headers["Location"] == "https://cse.example.com/api/status?x=1"
+        acme = get("/.well-known/acme-challenge/tok3n")
+        assert acme.status == 200
+        assert get("/nginx-health").status == 200
+        secure = get("/", https=True)
+        assert secure.status == 302 and secure.headers["Location"].endswith("/status/")
+        assert secure.headers["Strict-Transport-Security"] == "max-age=63072000"
+        assert secure.headers["X-Content-Type-Options"] == "nosniff"
+
+        def handshake(ctx: ssl.SSLContext) -> tuple[str | None, str | None]:
+            with socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                cipher = tls.cipher()
+                return tls.version(), cipher[0] if cipher else None
+
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "tls_cert"))
+        assert handshake(ctx)[0] == "TLSv1.3"
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        version, cipher = handshake(ctx)
+        assert version == "TLSv1.2" and str(cipher).startswith("ECDHE-ECDSA-"), cipher
+        assert "GCM" in str(cipher) or "CHACHA20" in str(cipher), cipher
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC with SHA-1: offered by many clients, refused
+        try:
+            handshake(ctx)
+        except ssl.SSLError as exc:
+            assert "HANDSHAKE_FAILURE" in str(exc).upper() or "NO_SHARED_CIPHER" in str(exc).upper(), exc
+        else:
+            raise AssertionError("a CBC-SHA1 cipher was accepted")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err.decode()[-2000:]
 
 
 def test_nginx_routes_and_limits() -> None:
