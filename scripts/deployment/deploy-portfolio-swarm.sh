@@ -19,6 +19,8 @@ BACKUP_DIR=${BACKUP_DIR:-/var/backups/cryptospreadedge}
 BACKUP_RETENTION_DAYS=${BACKUP_RETENTION_DAYS:-30}
 BACKUP_IMAGE=${BACKUP_IMAGE:-alpine:3.20.3}
 LOG_TAIL=${LOG_TAIL:-200}
+BACKUP_ALL_PARTS=(redis influxdb volumes files)
+BACKUP_PARTS=${BACKUP_PARTS:-${BACKUP_ALL_PARTS[*]}}
 
 ENVIRONMENTS=(production staging)
 TIERS=(trading portfolio arbitrage)
@@ -49,7 +51,8 @@ Actions:
   scale <service> <n>    scale a worker service, e.g. scale arbitrage-worker 5
   rollback <service>     roll a service back to its previous spec
   backup                 Redis, InfluxDB and config volumes plus the config files into
-                         \$BACKUP_DIR/<env>/, deleting archives older than $BACKUP_RETENTION_DAYS days
+                         \$BACKUP_DIR/<env>/, deleting archives older than $BACKUP_RETENTION_DAYS days;
+                         BACKUP_PARTS picks some of: ${BACKUP_ALL_PARTS[*]}
   label-nodes [n=tier..] label nodes (tier: ${TIERS[*]}); without arguments show the labels
   init-secrets           create the missing generated secrets (${GENERATED_SECRETS[*]})
                          in \$CSE_SECRETS_SOURCE with mode 0600; staging: a self-signed
@@ -62,13 +65,17 @@ tls_cert.pem tls_key.pem, and optionally the alert channels' cse_alert_webhook_u
 cse_alert_slack_url, cse_alert_smtp_password (the Alertmanager configuration is rendered from
 them and the CSE_ALERT_* settings by the image: cse alerts config).
 
-Environment: STACK_NAME ($STACK_NAME), STACK_FILE (the production stack file), CSE_IMAGE_REPO
-(cryptospreadedge), CSE_IMAGE_TAG (git commit), CSE_IMAGE_SOURCE (build|pull), CSE_REGISTRY
-(push the built image there; required with more than one node), CSE_PYTHON_IMAGE (the
-Dockerfile's PYTHON_IMAGE), CSE_BUILD_CA_FILE (CA bundle for pip during the build, as a build
-secret), TLS_SUBJECT_ALT_NAMES (init-secrets), CSE_ALERT_* (over the env file's), API_KEYS_FILE, ARBITRAGE_ENV_FILE, REBALANCE_ENV_FILE (secret sources elsewhere),
-CONVERGE_TIMEOUT_S ($CONVERGE_TIMEOUT_S), POLL_INTERVAL_S ($POLL_INTERVAL_S), BACKUP_DIR
-($BACKUP_DIR), BACKUP_RETENTION_DAYS ($BACKUP_RETENTION_DAYS), LOG_TAIL ($LOG_TAIL).
+Environment: STACK_NAME ($STACK_NAME), STACK_FILE (the production stack file),
+CSE_IMAGE_REPO (cryptospreadedge), CSE_IMAGE_TAG (git commit), CSE_IMAGE_SOURCE (build|pull),
+CSE_REGISTRY (push the built image there; required with more than one node), CSE_PYTHON_IMAGE
+(the Dockerfile's PYTHON_IMAGE), CSE_BUILD_CA_FILE (CA bundle for pip during the build, as a
+build secret), CSE_ALERT_* (over the env file's), CSE_PUBLIC_URL (https://<name>: links in
+alert notifications), TLS_SUBJECT_ALT_NAMES (init-secrets),
+API_KEYS_FILE, ARBITRAGE_ENV_FILE, REBALANCE_ENV_FILE, NGINX_CONF_FILE (sources elsewhere),
+CONVERGE_TIMEOUT_S ($CONVERGE_TIMEOUT_S), POLL_INTERVAL_S ($POLL_INTERVAL_S),
+BACKUP_DIR ($BACKUP_DIR), BACKUP_RETENTION_DAYS ($BACKUP_RETENTION_DAYS),
+BACKUP_PARTS ($BACKUP_PARTS), BACKUP_IMAGE ($BACKUP_IMAGE, archives the volumes),
+LOG_TAIL ($LOG_TAIL).
 EOF
 }
 
@@ -454,34 +461,53 @@ archive_volume() {
     tar czf "/backup/$out" -C /data .
 }
 
+backup_redis() {
+  local redis
+  redis=$(local_container redis)
+  docker exec "$redis" redis-cli SAVE >/dev/null
+  archive_volume redis_data "redis_$1.tar.gz"
+  log "redis -> $DEST/redis_$1.tar.gz"
+}
+
+backup_influxdb() {
+  local influx
+  influx=$(local_container influxdb)
+  # shellcheck disable=SC2016  # expanded inside the container
+  docker exec "$influx" sh -c 'rm -rf /tmp/cse-backup && influx backup /tmp/cse-backup --host http://127.0.0.1:8086 -t "$(cat /run/secrets/influxdb_admin_token)"' >/dev/null
+  docker cp "$influx:/tmp/cse-backup" "$DEST/influxdb_$1"
+  docker exec "$influx" rm -rf /tmp/cse-backup
+  tar czf "$DEST/influxdb_$1.tar.gz" -C "$DEST" "influxdb_$1"
+  rm -rf "${DEST:?}/influxdb_$1"
+  log "influxdb -> $DEST/influxdb_$1.tar.gz"
+}
+
+backup_volumes() {
+  archive_volume influxdb_config "influxdb-config_$1.tar.gz"
+  archive_volume grafana_data "grafana_$1.tar.gz"
+  archive_volume alertmanager_data "alertmanager_$1.tar.gz"
+  log "config volumes -> $DEST/{influxdb-config,grafana,alertmanager}_$1.tar.gz"
+}
+
+backup_files() {
+  tar czf "$DEST/config_$1.tar.gz" -C "$ROOT" config infrastructure
+  log "config files -> $DEST/config_$1.tar.gz"
+}
+
 do_backup() {
   [ $# -eq 0 ] || die "backup takes no arguments"
+  local parts part stamp
+  read -r -a parts <<<"$BACKUP_PARTS"
+  [ ${#parts[@]} -gt 0 ] || die "BACKUP_PARTS is empty; parts: ${BACKUP_ALL_PARTS[*]}"
+  for part in "${parts[@]}"; do
+    contains "$part" "${BACKUP_ALL_PARTS[@]}" ||
+      die "unknown backup part '$part' in BACKUP_PARTS; parts: ${BACKUP_ALL_PARTS[*]}"
+  done
   require_docker
-  local stamp redis influx
   stamp=$(date +%Y%m%d-%H%M%S)
   DEST="$BACKUP_DIR/$ENV_NAME"
   mkdir -p "$DEST"
   chmod 0700 "$DEST"
-
-  redis=$(local_container redis)
-  docker exec "$redis" redis-cli SAVE >/dev/null
-  archive_volume redis_data "redis_${stamp}.tar.gz"
-  log "redis -> $DEST/redis_${stamp}.tar.gz"
-
-  influx=$(local_container influxdb)
-  # shellcheck disable=SC2016  # expanded inside the container
-  docker exec "$influx" sh -c 'rm -rf /tmp/cse-backup && influx backup /tmp/cse-backup --host http://127.0.0.1:8086 -t "$(cat /run/secrets/influxdb_admin_token)"' >/dev/null
-  docker cp "$influx:/tmp/cse-backup" "$DEST/influxdb_${stamp}"
-  docker exec "$influx" rm -rf /tmp/cse-backup
-  tar czf "$DEST/influxdb_${stamp}.tar.gz" -C "$DEST" "influxdb_${stamp}"
-  rm -rf "${DEST:?}/influxdb_${stamp}"
-  log "influxdb -> $DEST/influxdb_${stamp}.tar.gz"
-
-  archive_volume influxdb_config "influxdb-config_${stamp}.tar.gz"
-  archive_volume grafana_data "grafana_${stamp}.tar.gz"
-  archive_volume alertmanager_data "alertmanager_${stamp}.tar.gz"
-  tar czf "$DEST/config_${stamp}.tar.gz" -C "$ROOT" config infrastructure
-  log "config volumes and files -> $DEST/{influxdb-config,grafana,alertmanager,config}_${stamp}.tar.gz"
+  for part in "${parts[@]}"; do "backup_$part" "$stamp"; done
 
   # Rotation, as in the operations guide: keep $BACKUP_RETENTION_DAYS days.
   find "$DEST" -maxdepth 1 -type f -name '*_*.tar.gz' -mtime +"$BACKUP_RETENTION_DAYS" -print -delete |

@@ -337,6 +337,17 @@ def test_backup_archives_and_rotates(world: dict[str, Any]) -> None:
     assert not [p for p in dest.iterdir() if p.is_dir()], "the copied InfluxDB directory is removed"
 
 
+def test_backup_parts(world: dict[str, Any]) -> None:
+    r = run(world, "production", "backup", FAKE_CONTAINERS="1", BACKUP_PARTS="redis files")
+    assert r.rc == 0, r.err
+    dest = world["tmp"] / "backups" / "production"
+    assert sorted(p.name.split("_")[0] for p in dest.glob("*.tar.gz")) == ["config"]  # redis: via run
+    volumes = [a[a.index("-v") + 1].split(":")[0] for a in r.argv() if a[:1] == ["run"]]
+    assert volumes == ["cryptospreadedge-portfolio_redis_data"] and not r.has("cp")  # no influxdb, no volumes
+    bad = run(world, "production", "backup", BACKUP_PARTS="redis grafana")
+    assert bad.rc == 1 and "unknown backup part 'grafana'" in bad.err and not bad.calls
+
+
 def test_backup_needs_the_local_container(world: dict[str, Any]) -> None:
     r = run(world, "production", "backup")
     assert r.rc == 1 and "no running redis container on this node" in r.err

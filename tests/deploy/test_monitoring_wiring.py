@@ -262,6 +262,9 @@ def test_prometheus_and_grafana_send_alerts_to_the_stacks_alertmanager(stack: di
     # the configuration is the rendered secret, read where the command says
     assert opts["config.file"] == "/run/secrets/alertmanager_conf" and am["secrets"] == ["alertmanager_conf"]
     # nginx's /alertmanager/ strips the prefix: Alertmanager serves at its root, external URL /alertmanager/
-    assert urlsplit(opts["web.external-url"]).path == "/alertmanager/"
+    # Alertmanager refuses an external URL without a scheme (Prometheus takes a path)
+    assert opts["web.external-url"].startswith("${CSE_PUBLIC_URL:-https://localhost}/")
+    external = urlsplit(opts["web.external-url"].replace("${CSE_PUBLIC_URL:-https://localhost}", "https://localhost"))
+    assert external.scheme == "https" and external.path == "/alertmanager/"
     assert re.search(r"location /alertmanager/ \{[^}]*\}\s*[^}]*proxy_pass http://alertmanager/;",
                      NGINX_CONF.read_text())

@@ -13,9 +13,12 @@ Needs root (network namespaces, dockerd); ~5 minutes when the images are cached.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests import ROOT
-from tests.conftest import wait_for
+from tests.conftest import WebhookReceiver, wait_for
 from tooling import stackpatch
 
 CLUSTER = ROOT / "scripts" / "swarm" / "local-cluster.sh"
@@ -45,10 +48,13 @@ POLL_S = 2.0  # between looks at the cluster (each is a few docker calls)
 
 
 class Cluster:
-    def __init__(self, env: dict[str, str], work: Path):
+    def __init__(self, env: dict[str, str], work: Path, receiver: WebhookReceiver):
         self.env = env
         self.work = work
+        self.receiver = receiver  # the alert webhook (cse_alert_webhook_url)
         self.gateway = env["CSE_CLUSTER_GATEWAY"]
+        # nginx's self-signed certificate (init-secrets, for the gateway's address)
+        self.tls = ssl.create_default_context(cafile=str(Path(env["CSE_SECRETS_SOURCE"]) / "tls_cert.pem"))
 
     def docker(self, *args: str, node: str = "manager", check: bool = True) -> str:
         host = self.env["DOCKER_HOST"] if node == "manager" else \
@@ -84,12 +90,16 @@ class Cluster:
         nodes = json.loads(self.docker("node", "inspect", *ids))
         return {n["ID"]: n["Spec"].get("Labels", {}).get("tier", n["Spec"]["Role"]) for n in nodes}
 
-    def http(self, path: str, method: str = "GET", token: str | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://{self.gateway}{path}", method=method)
+    def http(self, path: str, method: str = "GET", token: str | None = None,
+             body: bytes | None = None) -> tuple[int, str]:
+        """A request to nginx over HTTPS, verifying the staging certificate."""
+        headers = {"Content-Type": "application/json"} if body else {}
+        request = urllib.request.Request(f"https://{self.gateway}{path}", method=method, data=body,
+                                         headers=headers)
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -138,19 +148,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         images = subprocess.run([str(CLUSTER), "images"], capture_output=True, text=True, timeout=900)
         assert images.returncode == 0, images.stderr[-2000:]
-        cluster = Cluster(prepare(work, cluster_env), work)
-        yield cluster
+        with WebhookReceiver(cluster_env["CSE_CLUSTER_HOST_IP"]) as receiver:
+            cluster = Cluster(prepare(work, cluster_env, receiver.url), work, receiver)
+            yield cluster
     finally:
         if cluster is not None:
             cluster.deploy_script("cleanup", timeout=300, CONVERGE_TIMEOUT_S="120", POLL_INTERVAL_S="2")
         subprocess.run([str(CLUSTER), "down"], capture_output=True, timeout=300)
 
 
-def prepare(work: Path, cluster_env: dict[str, str]) -> dict[str, str]:
+def prepare(work: Path, cluster_env: dict[str, str], webhook_url: str) -> dict[str, str]:
     """Secrets, the encrypted keys file, the rendered stack and the environment the script runs in."""
     secrets = work / "secrets"
     secrets.mkdir(mode=0o700)
     (secrets / "keys_passphrase").write_text(PASSPHRASE)
+    (secrets / "cse_alert_webhook_url").write_text(webhook_url)
     plain = work / "keys.json"
     plain.write_text(json.dumps({"sim-a": {"apiKey": "venue-sim-dev-key", "secret": "venue-sim-dev-secret"}}))
     keys = work / "api_keys.encrypted"
@@ -170,7 +182,12 @@ def prepare(work: Path, cluster_env: dict[str, str]) -> dict[str, str]:
            "PATH": f"{bin_dir}:{os.environ['PATH']}", "STACK_NAME": STACK_NAME, "STACK_FILE": str(stack),
            "API_KEYS_FILE": str(keys), "CSE_SECRETS_SOURCE": str(secrets),
            "CSE_BUILD_CA_FILE": "/etc/ssl/certs/ca-certificates.crt",
-           "CONVERGE_TIMEOUT_S": "300", "POLL_INTERVAL_S": "3", "BACKUP_DIR": str(work / "backups")}
+           "CONVERGE_TIMEOUT_S": "300", "POLL_INTERVAL_S": "3", "BACKUP_DIR": str(work / "backups"),
+           # the volume archives run in the infrastructure image (no alpine offline); victoria-metrics
+           # stands in for InfluxDB, which `influx backup` needs
+           "BACKUP_IMAGE": cluster_env["CSE_INFRA_IMAGE"], "BACKUP_PARTS": "redis volumes files",
+           "TLS_SUBJECT_ALT_NAMES": f"IP:{cluster_env['CSE_CLUSTER_GATEWAY']}",
+           "CSE_ALERT_GROUP_WAIT": "1s"}
     init = subprocess.run(["bash", str(DEPLOY), "staging", "init-secrets"], env=env, capture_output=True,
                           text=True)
     assert init.returncode == 0, init.stderr
@@ -187,7 +204,8 @@ def test_deploy_converges_with_every_worker_placed_by_tier(cluster: Cluster) -> 
     services = cluster.services()
     for name, n in (("cryptospreadedge-main", 2), ("portfolio-rebalancer", 1), ("arbitrage-worker", 3),
                     ("portfolio-monitor", 1), ("venue-sim-a", 1), ("redis", 1), ("kafka", 1),
-                    ("influxdb", 1), ("prometheus", 1), ("nginx", 1), ("node-exporter", 4)):
+                    ("influxdb", 1), ("prometheus", 1), ("alertmanager", 1), ("nginx", 1),
+                    ("node-exporter", 4)):
         assert services[name] == f"{n}/{n}", (name, services)
     tiers = cluster.node_tiers()
     for service, tier in (("cryptospreadedge-main", "trading"), ("portfolio-rebalancer", "portfolio"),
@@ -235,6 +253,38 @@ def test_the_stack_trades_on_the_paper_venues(cluster: Cluster) -> None:
 
     assert wait_for(lambda: partitions() == 6, 60, "the 6 opportunity partitions shared by the replicas",
                     interval_s=POLL_S)
+
+
+@pytest.mark.timeout(120)
+def test_tls_and_alerts_from_the_deployed_alertmanager_reach_the_webhook(cluster: Cluster) -> None:
+    """Plain HTTP redirects to HTTPS; HTTPS sends HSTS; Prometheus found the Alertmanager, and
+    an alert posted to it through nginx reaches the webhook configured as a secret file, routed
+    by its severity."""
+    conn = http.client.HTTPConnection(cluster.gateway, 80, timeout=10)
+    try:
+        conn.request("GET", "/api/status")
+        resp = conn.getresponse()
+        assert resp.status == 301 and resp.headers["Location"] == f"https://{cluster.gateway}/api/status"
+    finally:
+        conn.close()
+    with urllib.request.urlopen(f"https://{cluster.gateway}/api/status", timeout=10,
+                                context=cluster.tls) as ok:
+        assert ok.headers["Strict-Transport-Security"] == "max-age=63072000"
+
+    def alertmanagers() -> list[str]:
+        code, body = cluster.http("/prometheus/api/v1/alertmanagers")
+        return [a["url"] for a in json.loads(body)["data"]["activeAlertmanagers"]] if code == 200 else []
+
+    urls = wait_for(alertmanagers, 60, "Prometheus discovering the Alertmanager", interval_s=POLL_S)
+    assert all(u.endswith(":9093/api/v2/alerts") for u in urls), urls
+    alert = [{"labels": {"alertname": "SwarmTestPage", "severity": "critical", "service": "swarm-test"},
+              "annotations": {"summary": "posted by the swarm test"}}]
+    code, body = cluster.http("/alertmanager/api/v2/alerts", method="POST", body=json.dumps(alert).encode())
+    assert code == 200, body
+    got = wait_for(lambda: [a for a in cluster.receiver.alerts("critical")
+                            if a["labels"]["alertname"] == "SwarmTestPage"], 60, "the page at the webhook",
+                   interval_s=POLL_S)
+    assert got[0]["annotations"]["summary"] == "posted by the swarm test"
 
 
 @pytest.mark.timeout(120)
@@ -337,6 +387,21 @@ def test_rollback_of_one_service(cluster: Cluster) -> None:
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == before
     assert spec["UpdateConfig"]["Monitor"] == 60 * 10**9  # the stack's own policies are back
     assert spec["RollbackConfig"]["Monitor"] == 30 * 10**9
+
+
+@pytest.mark.timeout(180)
+def test_backup_produces_archives(cluster: Cluster) -> None:
+    r = cluster.deploy_script("backup", timeout=170)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    dest = Path(cluster.env["BACKUP_DIR"]) / "staging"
+    archives = {p.name.split("_")[0]: p for p in dest.glob("*.tar.gz")}
+    assert set(archives) == {"redis", "influxdb-config", "grafana", "alertmanager", "config"}, archives
+    with tarfile.open(archives["redis"]) as tar:
+        names = tar.getnames()
+    assert "./dump.rdb" in names, names  # SAVE ran before the archive
+    for name in ("influxdb-config", "grafana", "alertmanager"):  # volumes the stack declared
+        with tarfile.open(archives[name]) as tar:
+            assert "." in tar.getnames(), name
 
 
 @pytest.mark.timeout(300)
