@@ -140,7 +140,7 @@ check_sources() {
   done < <(config_specs)
   if [ ${#missing[@]} -gt 0 ]; then
     for spec in "${missing[@]}"; do printf '[%s] error: missing or empty %s\n' "$PROG" "$spec" >&2; done
-    die "nothing deployed: create the files above (api keys: cse keys encrypt; generated secrets: $PROG $ENV_NAME init-secrets)"
+    die "nothing deployed: create the files above (api keys: cse keys encrypt; generated secrets and a staging certificate: $PROG $ENV_NAME init-secrets; a production certificate: README, TLS certificates)"
   fi
 }
 
