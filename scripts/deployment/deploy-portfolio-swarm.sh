@@ -455,17 +455,23 @@ local_container() {
   printf '%s' "$id"
 }
 
+# archive_volume VOLUME ARCHIVE [live]: a tar.gz of the volume. "live": a running service keeps
+# appending to it (Redis's append-only file), so GNU tar's "file changed as we read it" (exit 1)
+# is expected; Redis drops an incomplete last command when it loads the file
+# (aof-load-truncated, the default). Any other error fails the backup.
 archive_volume() {
-  local volume=$1 out=$2
-  docker run --rm -v "${STACK_NAME}_${volume}:/data:ro" -v "$DEST:/backup" "$BACKUP_IMAGE" \
-    tar czf "/backup/$out" -C /data .
+  local volume=$1 out=$2 live=${3:-}
+  local tar=(tar czf "/backup/$out" -C /data .)
+  # shellcheck disable=SC2016  # expanded inside the container
+  [ -z "$live" ] || tar=(sh -c 'tar czf "$1" -C /data . || [ $? -eq 1 ]' sh "/backup/$out")
+  docker run --rm -v "${STACK_NAME}_${volume}:/data:ro" -v "$DEST:/backup" "$BACKUP_IMAGE" "${tar[@]}"
 }
 
 backup_redis() {
   local redis
   redis=$(local_container redis)
   docker exec "$redis" redis-cli SAVE >/dev/null
-  archive_volume redis_data "redis_$1.tar.gz"
+  archive_volume redis_data "redis_$1.tar.gz" live
   log "redis -> $DEST/redis_$1.tar.gz"
 }
 

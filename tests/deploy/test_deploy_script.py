@@ -330,6 +330,10 @@ def test_backup_archives_and_rotates(world: dict[str, Any]) -> None:
     volumes = [a[a.index("-v") + 1].split(":")[0] for a in r.argv() if a[:1] == ["run"]]
     assert volumes == [f"cryptospreadedge-portfolio_{v}" for v in ("redis_data", "influxdb_config",
                                                                     "grafana_data", "alertmanager_data")]
+    runs = [a for a in r.argv() if a[:1] == ["run"]]
+    # Redis keeps appending to its AOF while it is archived: only tar's "file changed" (1) passes
+    assert runs[0][-5:-1] == ["sh", "-c", 'tar czf "$1" -C /data . || [ $? -eq 1 ]', "sh"]
+    assert all(run[-6:] == ["tar", "czf", run[-4], "-C", "/data", "."] for run in runs[1:])
     assert r.has("cp", "c0ffee:/tmp/cse-backup")
     archives = sorted(p.name.split("_")[0] for p in dest.glob("*.tar.gz"))
     assert archives == ["config", "influxdb", "redis"]  # volume archives come from `docker run`
