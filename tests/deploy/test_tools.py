@@ -64,7 +64,10 @@ def test_image_is_multi_stage_pinned_non_root_and_healthchecked() -> None:
         assert compiler not in runtime_text, f"{compiler} in the final stage"
     build_text = " ".join(build)
     assert "--only-binary=:all:" in build_text, "dependencies install from wheels, never compiled"
-    assert "COPY pyproject.toml setup.py" in build_text, "setup.py builds the allocation kernel"
+    assert "COPY setup.py" in build_text, "setup.py builds the allocation kernel"
+    # the dependencies' layer depends on pyproject.toml alone: cached across commits
+    deps = build_text.index("-r /tmp/requirements.txt")
+    assert build_text.index("COPY pyproject.toml ./") < deps < build_text.index("COPY shared")
     assert "a.COMPILED" in build_text, "the build fails if the compiled kernel is missing"
     # ... and checks the installed package, not the source tree it was built from
     assert re.search(r"/opt/cse/bin/python -P -c \"import shared.allocation[^\"]*/opt/cse/", build_text)

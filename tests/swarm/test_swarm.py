@@ -154,7 +154,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         if cluster is not None:
             cluster.deploy_script("cleanup", timeout=300, CONVERGE_TIMEOUT_S="120", POLL_INTERVAL_S="2")
+        started = time.monotonic()
         subprocess.run([str(CLUSTER), "down"], capture_output=True, timeout=300)
+        print(f"cluster down in {time.monotonic() - started:.0f}s")
 
 
 def prepare(work: Path, cluster_env: dict[str, str], webhook_url: str) -> dict[str, str]:
@@ -302,6 +304,7 @@ def test_status_and_logs_print_the_engines_output(cluster: Cluster) -> None:
 
 @pytest.mark.timeout(300)
 def test_scale_arbitrage_to_five_and_back(cluster: Cluster) -> None:
+    started = time.monotonic()
     r = cluster.deploy_script("scale", "arbitrage-worker", "5")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: converged(cluster, {"arbitrage-worker": 5}), 180, "5/5 arbitrage workers",
@@ -312,8 +315,10 @@ def test_scale_arbitrage_to_five_and_back(cluster: Cluster) -> None:
                       for t in cluster.metrics("arbitrage-worker", 9003)]
         return sum(1 for n in per_member if n > 0) if sum(per_member) == 6 else 0
 
+    print(f"5/5 after {time.monotonic() - started:.0f}s")
     assert wait_for(lambda: members_with_partitions() >= 5, 120, "the group rebalanced over 5 members",
                     interval_s=POLL_S)
+    print(f"rebalanced over 5 after {time.monotonic() - started:.0f}s")
     cluster.docker("service", "scale", "--detach", f"{STACK_NAME}_arbitrage-worker=3")
     wait_for(lambda: converged(cluster, {"arbitrage-worker": 3}), 120, "back to 3/3", interval_s=POLL_S)
 
@@ -372,6 +377,7 @@ def test_a_broken_image_rolls_back_by_itself_and_deploy_fails(cluster: Cluster) 
 
 @pytest.mark.timeout(300)
 def test_rollback_of_one_service(cluster: Cluster) -> None:
+    started = time.monotonic()
     before = cluster.inspect("portfolio-monitor")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     # short monitor windows and no delays for this one update (the stack's: 60 s and 30 s of
     # monitoring); the rollback restores the stack's own
@@ -380,8 +386,10 @@ def test_rollback_of_one_service(cluster: Cluster) -> None:
                    "--rollback-delay", "0s", f"{STACK_NAME}_portfolio-monitor")
     wait_for(lambda: cluster.inspect("portfolio-monitor").get("UpdateStatus", {}).get("State") == "completed",
              180, "the monitor's update", interval_s=POLL_S)
+    print(f"update completed after {time.monotonic() - started:.0f}s")
     r = cluster.deploy_script("rollback", "portfolio-monitor")
     assert r.returncode == 0, r.stderr
+    print(f"rolled back after {time.monotonic() - started:.0f}s")
     spec = cluster.inspect("portfolio-monitor")["Spec"]
     assert "CSE_SWARM_TEST=1" not in spec["TaskTemplate"]["ContainerSpec"].get("Env", [])
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == before
