@@ -263,9 +263,14 @@ def _alerts_config(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a file that existed keeps no wider mode: it holds secrets
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+        except OSError as exc:
+            print(f"cse alerts config: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
     return 0
 
 

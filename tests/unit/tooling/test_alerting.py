@@ -111,3 +111,15 @@ def test_amtool_accepts_the_full_configuration(monkeypatch: pytest.MonkeyPatch, 
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 receivers" in r.stdout and "1 inhibit rules" in r.stdout
+
+
+def test_the_command_writes_a_private_file_and_reports_what_it_cannot_write(tmp_path: Path) -> None:
+    from workers.cli import main
+
+    out = tmp_path / "alertmanager.yml"
+    out.write_text("old")
+    out.chmod(0o644)
+    assert main(["alerts", "config", "-o", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and "receivers:" in out.read_text()
+    assert main(["alerts", "config", "-o", str(tmp_path / "missing" / "x.yml")]) == 2
+    assert main(["alerts", "config", "--secrets-dir", str(tmp_path / "nope")]) == 2
