@@ -120,9 +120,14 @@ class AlertSettings(SettingsPart):
                 "email": bool(self.email_to)}
         return [c for c in CHANNELS if have[c]]
 
+    def listed(self, severity: Severity) -> list[str]:
+        """The channels CSE_ALERT_<SEVERITY>_CHANNELS names, configured or not."""
+        return split_list(self.critical_channels if severity == "critical" else self.warning_channels)
+
     def channels(self, severity: Severity) -> list[str]:
-        listed = self.critical_channels if severity == "critical" else self.warning_channels
-        return [c for c in split_list(listed) if c in self.configured()]
+        """The listed channels that are configured: where the severity's alerts go."""
+        configured = self.configured()
+        return [c for c in self.listed(severity) if c in configured]
 
 
 def _channel_configs(s: AlertSettings, channel: str) -> dict[str, Any]:
@@ -187,8 +192,7 @@ def notes(s: AlertSettings) -> list[str]:
     out = []
     severities: tuple[Severity, ...] = ("critical", "warning")
     for severity in severities:
-        listed = s.critical_channels if severity == "critical" else s.warning_channels
-        missing = [c for c in split_list(listed) if c not in configured]
+        missing = [c for c in s.listed(severity) if c not in configured]
         if missing:
             var = f"CSE_ALERT_{severity.upper()}_CHANNELS"
             out.append(f"{severity} alerts: {', '.join(missing)} listed in {var} but not configured, "

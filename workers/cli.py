@@ -244,6 +244,20 @@ def _check(service: str, settings_cls: type) -> int:
         return 1
 
 
+def _write_private(path: Path, text: str, prog: str) -> bool:
+    """Write a file that holds secrets: mode 0600, also when it existed with a wider one. An
+    unwritable path is one line on stderr (False)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    except OSError as exc:
+        print(f"{prog}: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
 def _alerts_config(args: argparse.Namespace) -> int:
     from shared import settings
     from tooling import alerting
@@ -263,13 +277,7 @@ def _alerts_config(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        try:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)  # a file that existed keeps no wider mode: it holds secrets
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-        except OSError as exc:
-            print(f"cse alerts config: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        if not _write_private(args.output, text, "cse alerts config"):
             return 2
     return 0
 
@@ -480,9 +488,8 @@ def _keys_decrypt(args: argparse.Namespace) -> int:
     plain = _read_key_file(args.file, "decrypt")
     if plain is None:
         return 2
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(plain, out, indent=2)
+    if not _write_private(args.out, json.dumps(plain, indent=2), "cse keys decrypt"):
+        return 2
     print(f"wrote {args.out} (mode 0600)")
     return 0
 
