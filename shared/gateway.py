@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 from pydantic import SecretStr
 
 from shared import metrics
@@ -48,12 +49,16 @@ from shared.settings import VenueSettings
 log = get_logger("gateway")
 
 def point_binance_at(exchange: Any, base_url: str) -> None:
-    """Rewrite every REST URL of a ccxt Binance client to ``base_url``, keeping the paths.
+    """Rewrite every URL of a ccxt Binance client to ``base_url``, keeping the paths.
 
     Covers ``urls['api']``, ``urls['test']`` and ``urls['demo']`` (``/api/v3``, ``/sapi/v1``,
-    ...); the websocket dict under ``ws`` is left alone.
+    ...). A ccxt.pro client also has websocket URLs under ``urls['api']['ws']``: the market
+    streams become ``ws://<host>/stream`` (ccxt appends ``/<n>``; ``/stream`` is how it tells
+    a spot connection) and the websocket API ``ws://<host>/ws-api/v3``.
     """
     base = base_url.rstrip("/")
+    parts = urlsplit(base)
+    ws_base = ("wss" if parts.scheme == "https" else "ws") + "://" + parts.netloc
     for section in ("api", "test", "demo"):
         urls = exchange.urls.get(section)
         if not isinstance(urls, dict):
@@ -61,11 +66,18 @@ def point_binance_at(exchange: Any, base_url: str) -> None:
         for key, old in list(urls.items()):
             if isinstance(old, str):
                 urls[key] = base + urlsplit(old).path
+            elif key == "ws" and isinstance(old, dict):
+                for name, value in list(old.items()):
+                    if isinstance(value, str):
+                        old[name] = ws_base + "/stream"
+                    elif isinstance(value, dict):  # 'ws-api': {spot, linear, inverse}
+                        old[name] = {k: ws_base + "/ws-api/v3" for k in value}
 
 
 def sim_client(base_url: str, api_key: str | None = None, secret: str | None = None,
-               *, timeout_ms: int = 10_000, rate_limit: bool = False) -> Any:
-    """A ``ccxt.async_support.binance`` talking to a venue-sim at ``base_url``.
+               *, timeout_ms: int = 10_000, rate_limit: bool = False, streaming: bool = False) -> Any:
+    """A ``ccxt.async_support.binance`` (``ccxt.pro.binance`` if ``streaming``) talking to a
+    venue-sim at ``base_url``.
 
     Only spot markets are loaded, and the calls ccxt would make to margin, futures and
     currency endpoints are switched off, so ``load_markets`` is one ``exchangeInfo`` call.
@@ -86,7 +98,7 @@ def sim_client(base_url: str, api_key: str | None = None, secret: str | None = N
         config["apiKey"] = api_key
     if secret is not None:
         config["secret"] = secret
-    exchange = ccxt_async.binance(config)
+    exchange = ccxt_pro.binance(config) if streaming else ccxt_async.binance(config)
     point_binance_at(exchange, base_url)
     return _typed_duplicates(exchange)
 

@@ -34,9 +34,19 @@ def ccxt_reaches_loopback_only() -> Iterator[None]:
             raise AssertionError(f"ccxt tried to reach {host} ({method} {url[:80]})")
         return await original(self, url, method, headers, body)
 
+    original_client = Exchange.client
+
+    def guarded_client(self, url):  # type: ignore[no-untyped-def]  # ccxt.pro's websockets
+        host = urlsplit(url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"ccxt.pro tried to reach {host} ({url[:80]})")
+        return original_client(self, url)
+
     Exchange.fetch = guarded  # type: ignore[method-assign]
+    Exchange.client = guarded_client  # type: ignore[method-assign]
     yield
     Exchange.fetch = original  # type: ignore[method-assign]
+    Exchange.client = original_client  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,13 @@ A synthetic book has ``levels`` levels per side. Level ``k`` sits
 ``spread/2 + 0.2 k (1 + k/500)`` bps from the mid (about 4 bps at level 20, 25 bps at
 level 100, 6% at level 1000), rounded outwards to the tick and kept strictly monotone;
 its notional grows linearly away from the mid (``1 + 0.15 k`` times the best level's)
-with a log-normal wobble redrawn every tick.
+with a log-normal wobble.
+
+A venue's book evolves as a real one does, a little at a time: each tick redraws the
+``fresh`` levels nearest the mid (prices and sizes around the new mid); deeper levels keep
+their price and size (and what fills took from them), and the profile's levels are added
+only where the deep book has a hole (no level within 3/4 of the profile's spacing) or at
+its far end. So a diff stream carries tens of changed levels per tick, not the whole book.
 """
 
 from __future__ import annotations
@@ -127,13 +133,72 @@ class Book:
         if body is None:
             tick, step = self.spec.tick_f, self.spec.step_f
             body = msgspec.json.encode({
+                # no "T": Binance spot's depth has none, and ccxt.pro, seeing one, would demand
+                # that the first diff start exactly at lastUpdateId + 1
                 "lastUpdateId": self.update_id,
-                "T": self.ts_ms,  # not in Binance spot, but harmless: ccxt reads it as the time
                 "bids": _levels(self.bid_px[:limit], self.bid_qty[:limit], tick, step),
                 "asks": _levels(self.ask_px[:limit], self.ask_qty[:limit], tick, step),
             })
             self._rendered[limit] = body
         return body
+
+
+def side_changes(old_px: np.ndarray, old_qty: np.ndarray, new_px: np.ndarray, new_qty: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The levels of one side that differ between two versions: (prices, new sizes), size 0
+    for a level that is gone -- what a Binance diff stream sends for them."""
+    if old_px is new_px and old_qty is new_qty:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    common, oi, ni = np.intersect1d(old_px, new_px, assume_unique=True, return_indices=True)
+    changed = new_qty[ni] != old_qty[oi]
+    gone = np.ones(len(old_px), dtype=bool)
+    gone[oi] = False
+    added = np.ones(len(new_px), dtype=bool)
+    added[ni] = False
+    px = np.concatenate([old_px[gone], new_px[added], common[changed]])
+    qty = np.concatenate([np.zeros(int(gone.sum()), dtype=np.int64), new_qty[added],
+                          new_qty[ni][changed]])
+    return px, qty
+
+
+def _keep_deep(top_px: np.ndarray, top_qty: np.ndarray, deep_px: np.ndarray, deep_qty: np.ndarray,
+               old_px: np.ndarray, old_qty: np.ndarray, levels: int, sign: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One side: the new ``top`` levels, then the old levels beyond them, with the new profile's
+    ``deep`` levels only where the old ones leave a hole; ``levels`` in all. ``sign`` is -1
+    for bids (descending prices), 1 for asks."""
+    if not len(top_px) or not len(old_px):
+        return np.concatenate([top_px, deep_px])[:levels], np.concatenate([top_qty, deep_qty])[:levels]
+    bound = int(top_px[-1]) * sign
+    old_key = old_px * sign  # ascending away from the mid
+    keep = old_key > bound
+    o_key, o_qty = old_key[keep], old_qty[keep]
+    n_key = deep_px * sign
+    if len(n_key) and len(o_key):
+        gap = np.diff(n_key, append=n_key[-1] + (n_key[-1] - n_key[-2] if len(n_key) > 1 else 1))
+        i = np.searchsorted(o_key, n_key)
+        left = np.where(i > 0, o_key[np.maximum(i - 1, 0)], np.iinfo(np.int64).min // 2)
+        right = np.where(i < len(o_key), o_key[np.minimum(i, len(o_key) - 1)], np.iinfo(np.int64).max // 2)
+        hole = np.minimum(n_key - left, right - n_key) * 4 > gap * 3
+    else:
+        hole = np.ones(len(n_key), dtype=bool)
+    key = np.concatenate([o_key, n_key[hole]])
+    qty = np.concatenate([o_qty, deep_qty[hole]])
+    need = max(0, levels - len(top_px))
+    if len(key) < need and len(key):  # short of levels: the profile's beyond the last one
+        beyond = (n_key > key.max()) & ~hole
+        key = np.concatenate([key, n_key[beyond]])
+        qty = np.concatenate([qty, deep_qty[beyond]])
+        short = need - len(key)
+        if short > 0 and len(n_key) > 1:  # then on at the profile's far spacing
+            gap = max(1, int(n_key[-1] - n_key[-2]))
+            key = np.concatenate([key, key.max() + gap * np.arange(1, short + 1, dtype=np.int64)])
+            qty = np.concatenate([qty, np.resize(deep_qty[-short:], short)])
+    order = np.argsort(key, kind="stable")[:need]
+    px = key[order] * sign
+    ok = px > 0
+    return np.concatenate([top_px, px[ok]]), np.concatenate([top_qty, qty[order][ok]])
 
 
 def _levels(px: np.ndarray, qty: np.ndarray, tick: float, step: float) -> list[list[str]]:
@@ -153,8 +218,12 @@ class DepthProfile:
         self._ramp = np.arange(levels, dtype=np.int64)
 
     def build(self, mid: float, rng: np.random.Generator, update_id: int, ts_ms: int,
-              top: tuple[float, float] | None = None) -> Book:
-        """A book around ``mid``; with ``top`` = (best bid, best ask), anchored on those."""
+              top: tuple[float, float] | None = None, *, prev: Book | None = None,
+              fresh: int | None = None) -> Book:
+        """A book around ``mid``; with ``top`` = (best bid, best ask), anchored on those.
+
+        With ``prev`` and ``fresh``, only the ``fresh`` levels nearest the mid are new; the
+        deeper levels of ``prev`` stay (see the module's docstring)."""
         tick, step = self.spec.tick_f, self.spec.step_f
         if top is None:
             bid_raw = np.floor(mid * (1.0 - self.dist) / tick)
@@ -176,6 +245,12 @@ class DepthProfile:
                                          / (bid * tick * step))).astype(np.int64)
         ask_lots = np.maximum(1, np.rint(self.notional * wobble[1] / (ask * tick * step))
                               ).astype(np.int64)
+        if prev is not None and fresh is not None and 0 < fresh < len(ramp):
+            n = len(ramp)
+            bid, bid_lots = _keep_deep(bid[:fresh], bid_lots[:fresh], bid[fresh:], bid_lots[fresh:],
+                                       prev.bid_px, prev.bid_qty, n, -1)
+            ask, ask_lots = _keep_deep(ask[:fresh], ask_lots[:fresh], ask[fresh:], ask_lots[fresh:],
+                                       prev.ask_px, prev.ask_qty, n, 1)
         return Book(self.spec, bid, bid_lots, ask, ask_lots, update_id, ts_ms)
 
 

@@ -58,6 +58,13 @@ class VenueConfig:
     replay_hold: bool = False  # replay clock stopped until POST /venue-sim/v1/replay/start
     replay_start_ms: int | None = None  # wall time the first record becomes current
     order_latency_ms: float = 0.0
+    fresh_levels: int = 10  # levels nearest the mid redrawn each tick; deeper ones persist
+    tick_ms: int = 200
+    ws_ping_s: float = 20.0
+    ws_lifetime_s: float = 86_400.0
+    ws_message_rate: int = 5
+    ws_drop_rate: float = 0.0
+    ws_reorder_rate: float = 0.0
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -124,8 +131,8 @@ def _account(text: str) -> tuple[str, str]:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="cse venue-sim",
-        description="A paper exchange speaking the Binance spot REST dialect: point an unmodified "
-                    "ccxt.binance at it (shared.gateway.sim_client).",
+        description="A paper exchange speaking Binance spot's REST and websocket dialects: point "
+                    "an unmodified ccxt.binance or ccxt.pro.binance at it (shared.gateway).",
         epilog=f"Default key pair: {DEV_API_KEY} / {DEV_API_SECRET}. Exit codes: 0 stopped, "
                "2 bad arguments or cannot listen.",
     )
@@ -183,6 +190,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--order-latency-ms", default=0.0, type=num(float, 0, 60_000, "a number"),
                    help="delay before an order is placed or cancelled (no jitter; other calls "
                         "are not delayed): the order meets the book as it is after the delay")
+    p.add_argument("--fresh-levels", default=10, type=num(int, 1, 5000, "an integer"),
+                   help="levels per side nearest the mid redrawn every tick; deeper levels keep "
+                        "their price and size (default %(default)s; >= --levels: the whole book)")
+    p.add_argument("--tick-ms", default=200, type=num(int, 20, 10_000, "an integer"),
+                   help="how often the market moves (default %(default)s)")
+    p.add_argument("--ws-ping-s", default=20.0, type=num(float, 0.1, 3600, "a number"),
+                   help="websocket ping interval; no pong within half of it drops the client "
+                        "(default %(default)s)")
+    p.add_argument("--ws-lifetime-s", default=86_400.0, type=num(float, 0.1, 10**7, "a number"),
+                   help="a websocket connection is closed after this long (default 24 h, as Binance)")
+    p.add_argument("--ws-message-rate", default=5, type=num(int, 1, 10**6, "an integer"),
+                   help="incoming websocket messages per second before the connection is closed "
+                        "(default %(default)s, as Binance)")
+    p.add_argument("--ws-drop-rate", default=0.0, type=num(float, 0, 1, "a number"),
+                   help="fraction of diff events dropped (tests clients' resync)")
+    p.add_argument("--ws-reorder-rate", default=0.0, type=num(float, 0, 1, "a number"),
+                   help="fraction of diff events sent after the next one (tests clients' resync)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     return p
@@ -214,7 +238,10 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
         latency_ms=ns.latency_ms, reject_rate=ns.reject_rate, weight_limit=ns.weight_limit,
         weight_window_s=ns.weight_window_s,
         levels=ns.levels, journal=journal, replay=ns.replay, replay_hold=ns.replay_hold,
-        replay_start_ms=ns.replay_start_ms, order_latency_ms=ns.order_latency_ms, log_level=ns.log_level,
+        replay_start_ms=ns.replay_start_ms, order_latency_ms=ns.order_latency_ms,
+        fresh_levels=ns.fresh_levels, tick_ms=ns.tick_ms, ws_ping_s=ns.ws_ping_s,
+        ws_lifetime_s=ns.ws_lifetime_s, ws_message_rate=ns.ws_message_rate,
+        ws_drop_rate=ns.ws_drop_rate, ws_reorder_rate=ns.ws_reorder_rate, log_level=ns.log_level,
         log_format=ns.log_format,
     )
 

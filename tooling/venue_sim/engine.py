@@ -37,7 +37,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -217,12 +217,23 @@ class Journal:
             self._file = None
 
 
+class BookObserver(Protocol):
+    """Told of each new version of a symbol's book (after it is installed or a taker took
+    from it) and of each fill, as they happen."""
+
+    def book_changed(self, book: Book) -> None: ...
+
+    def traded(self, trade: Trade) -> None: ...
+
+
 class Engine:
     """Accounts, orders and fills of one venue (single-threaded: call from one event loop)."""
 
     def __init__(self, specs: list[SymbolSpec], *, venue: str = "venue-sim",
                  journal: Journal | None = None, reject_rate: float = 0.0, seed: int = 0) -> None:
         self.venue = venue
+        # told of every new version of a book and of every fill (the websocket streams)
+        self.observer: BookObserver | None = None
         self.specs = {s.id: s for s in specs}
         self.journal = journal
         self.reject_rate = reject_rate
@@ -269,7 +280,7 @@ class Engine:
         """New books from ``source`` for every symbol; resting orders they cross are filled."""
         for spec in self.specs.values():
             old = self.books.get(spec.id)
-            book = source.book(spec, now_ms, (old.update_id if old else 0) + 1)
+            book = source.book(spec, now_ms, (old.update_id if old else 0) + 1, prev=old)
             if book is not None:  # replay: nothing recorded yet for this symbol
                 self.set_book(book, now_ms)
 
@@ -277,8 +288,12 @@ class Engine:
         """Install the symbol's new book and fill the resting orders it crosses."""
         self.books[book.spec.id] = book
         resting = self._resting[book.spec.id]
-        if not resting:
-            return
+        if resting:
+            self._fill_resting(book, resting, now_ms)
+        if self.observer is not None:
+            self.observer.book_changed(book)
+
+    def _fill_resting(self, book: Book, resting: dict[int, Order], now_ms: int) -> None:
         with localcontext(_EXACT):
             buys = sorted((o for o in resting.values() if o.side == BUY),
                           key=lambda o: (-o.price, o.order_id))
@@ -402,6 +417,8 @@ class Engine:
             acct.free[order.locked_asset] -= order.locked
             acct.locked[order.locked_asset] += order.locked
         book.consume(side, taken, now_ms)
+        if taken and self.observer is not None:
+            self.observer.book_changed(book)
         for p, q in taken:
             self._fill(order, spec.tick * p, spec.step * q, False, now_ms)
         if otype == MARKET:
@@ -459,6 +476,8 @@ class Engine:
         order.fills.append(trade)
         acct.trades.append(trade)
         self.tape[spec.id].append(trade)
+        if self.observer is not None:
+            self.observer.traded(trade)
         acct.update_time = now_ms
         if self.journal is not None:
             self.journal.write({

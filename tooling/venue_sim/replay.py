@@ -265,7 +265,8 @@ class ReplaySource:
         i = bisect.bisect_right(times, t) - 1
         return i if i >= 0 else None
 
-    def book(self, spec: SymbolSpec, now_ms: int, update_id: int) -> Book | None:
+    def book(self, spec: SymbolSpec, now_ms: int, update_id: int, prev: Book | None = None
+             ) -> Book | None:
         """A new book when the symbol's current record changed, else None (the venue keeps
         the book it has, with whatever orders took from it)."""
         i = self.current(spec, now_ms)

@@ -9,21 +9,24 @@ charged to the API key (or the client's address for unsigned calls; HTTP 429 wit
 ``Retry-After`` over ``--weight-limit``), parameters parsed, key and signature checked
 for signed endpoints, the handler, then the other half of the latency.
 
-A background task advances the market every 200 ms: new books from the source, and
-resting orders filled where those books cross them.
+A background task advances the market every ``--tick-ms`` (200 by default): new books
+from the source, and resting orders filled where those books cross them.
 
 Endpoints (Binance spot paths): ``/api/v3/`` ping, time, exchangeInfo, depth, ticker/24hr,
 ticker/bookTicker, ticker/price, avgPrice, trades, aggTrades, klines, uiKlines; signed
 account, order (POST/GET/DELETE), order/test, openOrders (GET/DELETE), allOrders,
 myTrades; ``/sapi/v1/asset/tradeFee`` (signed) and ``/sapi/v1/system/status``. Not
 Binance: ``GET /venue-sim/v1/ledger`` (per-asset conservation, see :mod:`.engine`),
-``GET /venue-sim/v1/state`` (mids, true prices, counters), and in replay mode
+``GET /venue-sim/v1/state`` (mids, true prices, counters), ``POST /venue-sim/v1/clock``
+(pause the market), and in replay mode
 ``GET /venue-sim/v1/replay`` and ``POST /venue-sim/v1/replay/start`` (see
 :mod:`.replay`), none weighted nor signed. ``--order-latency-ms`` delays order placement
 and cancellation only, before matching.
 
-Where it differs from Binance on purpose: depth carries ``T`` (the book's time, which
-ccxt reads as the timestamp); klines have every interval but ``1M``; the trade tapes show
+Websocket market streams (``/ws``, ``/ws/<n>``, ``/stream``) are served on the same port:
+see :mod:`.stream`; ``POST /venue-sim/v1/ws/faults`` injects their faults.
+
+Where it differs from Binance on purpose: klines have every interval but ``1M``; the trade tapes show
 only fills of the venue's accounts; accounts trade against the simulated liquidity, never
 with each other, and their resting orders do not appear in the book.
 """
@@ -31,6 +34,7 @@ with each other, and their resting orders do not appear in the book.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -60,13 +64,13 @@ from tooling.venue_sim.engine import (
     Order,
 )
 from tooling.venue_sim.errors import ApiError
-from tooling.venue_sim.market import FINE_MS, TrueModel, VenueEffects, VenueModel
+from tooling.venue_sim.market import TrueModel, VenueEffects, VenueModel
 from tooling.venue_sim.source import INTERVALS, MarketSource, ModelSource
+from tooling.venue_sim.stream import StreamHub
 from tooling.venue_sim.symbols import SymbolSpec, fmt, fmt8, make_spec
 
 log = logs.get_logger("venue-sim")
 
-TICK_S = FINE_MS / 1000.0
 JSON = "application/json;charset=UTF-8"
 DAY = 86_400_000
 SUPPORTED_BUT_NOT_HERE = {"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"}
@@ -158,7 +162,7 @@ class Venue:
             effects = VenueEffects(config.name, config.noise_bps, config.price_offset_bps,
                                    config.lag_ms)
             model = VenueModel(TrueModel(config.seed), effects, specs)
-            self.source = ModelSource(model, specs, config.levels, rng)
+            self.source = ModelSource(model, specs, config.levels, rng, config.fresh_levels)
         self.specs: dict[str, SymbolSpec] = {s.id: s for s in specs}
         self.journal = Journal(config.journal) if config.journal is not None else None
         self.engine = Engine(specs, venue=config.name, journal=self.journal,
@@ -173,11 +177,15 @@ class Venue:
         self.latency_rng = random.Random(config.seed)
         self.started_ms = start
         self.ticks = 0
+        self.paused = False  # POST /venue-sim/v1/clock: books change only by orders meanwhile
         self.requests = 0
         self.in_flight = 0  # requests received and not answered yet (latency included)
         self._exchange_info: list[dict[str, Any]] = [self._symbol_info(s) for s in specs]
         self.routes: dict[str, dict[str, Endpoint]] = self._routes()
         self.tick(start)
+        self.hub = StreamHub(config, self.specs)
+        self.hub.prime(self.engine.books)
+        self.engine.observer = self.hub  # from now on every change of a book is streamed
 
     # --- the market clock --------------------------------------------------------------------------
 
@@ -187,15 +195,28 @@ class Venue:
         self.ticks += 1
 
     async def run_clock(self) -> None:
+        """The market clock (a tick every ``--tick-ms``) and the websocket streams' events."""
+        streams = asyncio.create_task(self.hub.run(), name="venue-sim-streams")
+        try:
+            await self._clock()
+        finally:
+            streams.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streams
+
+    async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        tick_s = self.config.tick_ms / 1000.0
         while True:
-            next_at += TICK_S
+            next_at += tick_s
             delay = next_at - loop.time()
             if delay < 0:  # fell behind (a slow request): skip, do not burst
                 next_at = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
+            if self.paused:
+                continue
             try:
                 self.tick(now_ms())
             except Exception:
@@ -205,6 +226,8 @@ class Venue:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024)
+        for path in ("/ws", "/ws/{name}", "/stream", "/stream/{name}"):
+            app.router.add_get(path, self.hub.handle)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
@@ -350,6 +373,10 @@ class Venue:
             "/venue-sim/v1/replay": {"GET": Endpoint(self.replay_state, c(0), admin=True)},
             "/venue-sim/v1/replay/start": {"POST": Endpoint(self.replay_start, c(0), admin=True,
                                                             json_body=True)},
+            "/venue-sim/v1/clock": {"POST": Endpoint(self.set_clock, c(0), admin=True,
+                                                     json_body=True)},
+            "/venue-sim/v1/ws/faults": {"POST": Endpoint(self.ws_faults, c(0), admin=True,
+                                                         json_body=True)},
         }
 
     # --- parameter helpers --------------------------------------------------------------------
@@ -565,22 +592,46 @@ class Venue:
         log.info("replay_started", at_ms=at_ms)
         return {"started_at_ms": at_ms}
 
+    def set_clock(self, call: Call) -> dict[str, Any]:
+        """``{"paused": true}`` stops the market (books change only by orders), ``false``
+        restarts it: lets a test compare a client's book with the venue's at rest."""
+        try:
+            doc = json.loads(call.body) if call.body.strip() else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("paused"), bool):
+            raise ApiError(-1100, 'The body must be {"paused": true} or {"paused": false}.', 400)
+        self.paused = doc["paused"]
+        log.info("clock_paused" if self.paused else "clock_resumed")
+        return {"paused": self.paused, "ticks": self.ticks}
+
+    def ws_faults(self, call: Call) -> dict[str, Any]:
+        """Drop or reorder the next diff events, close the open sockets (see :mod:`.stream`)."""
+        try:
+            doc = json.loads(call.body) if call.body.strip() else {}
+            if not isinstance(doc, dict):
+                raise ValueError("the body must be a JSON object")
+            return self.hub.faults(doc)
+        except ValueError as exc:
+            raise ApiError(-1100, f"{exc}.", 400) from None
+
     def state(self, call: Call) -> dict[str, Any]:
         symbols = {}
         for spec in self.specs.values():
             book = self.engine.book(spec.id)
             row: dict[str, Any] = {"mid": book.mid, "bestBid": self._px(spec, book.best_bid),
                                    "bestAsk": self._px(spec, book.best_ask),
-                                   "updateId": book.update_id}
+                                   "updateId": book.update_id, "time": book.ts_ms}
             if isinstance(self.source, ModelSource):
                 row["trueMid"] = self.source.model.true_mid_at(spec, call.now)
             symbols[spec.symbol] = row
         cfg = self.config
         return {"name": cfg.name, "seed": cfg.seed, "now": call.now, "ticks": self.ticks,
-                "requests": self.requests, "fills": self.engine.fills,
+                "requests": self.requests, "fills": self.engine.fills, "paused": self.paused,
                 "inFlight": self.in_flight - 1,  # other than this one: a client may wait for 0
                 "mode": "replay" if cfg.replay else "model", "noiseBps": cfg.noise_bps,
-                "priceOffsetBps": cfg.price_offset_bps, "lagMs": cfg.lag_ms, "symbols": symbols}
+                "priceOffsetBps": cfg.price_offset_bps, "lagMs": cfg.lag_ms, "symbols": symbols,
+                "ws": self.hub.state()}
 
     # --- account and orders -----------------------------------------------------------------
 

@@ -85,7 +85,8 @@ class MarketSource(Protocol):
 
     specs: list[SymbolSpec]
 
-    def book(self, spec: SymbolSpec, now_ms: int, update_id: int) -> Book | None: ...
+    def book(self, spec: SymbolSpec, now_ms: int, update_id: int, prev: Book | None = None
+             ) -> Book | None: ...
 
     def klines(self, spec: SymbolSpec, interval: str, start: int | None, end: int | None,
                limit: int, now_ms: int) -> list[list[object]]: ...
@@ -126,8 +127,9 @@ class ModelSource:
     """Books and candles from the seeded price model (see :mod:`.market`)."""
 
     def __init__(self, model: VenueModel, specs: list[SymbolSpec], levels: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, fresh: int | None = None) -> None:
         self.model = model
+        self.fresh = fresh  # levels redrawn per tick; None: the whole book
         self.specs = specs
         self.profiles = {s.id: DepthProfile(s, levels) for s in specs}
         self.rng = rng
@@ -138,8 +140,10 @@ class ModelSource:
     def mid(self, spec: SymbolSpec, now_ms: int) -> float:
         return self.model.mid_at(spec, now_ms)
 
-    def book(self, spec: SymbolSpec, now_ms: int, update_id: int) -> Book:
-        return self.profiles[spec.id].build(self.mid(spec, now_ms), self.rng, update_id, now_ms)
+    def book(self, spec: SymbolSpec, now_ms: int, update_id: int, prev: Book | None = None) -> Book:
+        """The book at ``now_ms``: around the model's mid, evolved from ``prev`` if given."""
+        return self.profiles[spec.id].build(self.mid(spec, now_ms), self.rng, update_id, now_ms,
+                                            prev=prev, fresh=self.fresh)
 
     # --- candles --------------------------------------------------------------------------
 

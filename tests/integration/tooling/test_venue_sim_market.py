@@ -50,7 +50,8 @@ async def test_order_book_has_realistic_depth(venue_sim: SimVenue) -> None:
         notional = side[:, 0] * side[:, 1]
         assert notional[-100:].mean() > 20 * notional[:10].mean(), "size grows away from the mid"
     assert 0.01 < (asks[-1, 0] - bids[-1, 0]) / mid < 0.3, "1000 levels span a few percent"
-    assert book["nonce"] > 0 and abs(book["timestamp"] - time.time() * 1000) < 5000
+    assert book["nonce"] > 0
+    assert book["timestamp"] is None, "Binance spot's depth has no time; ccxt.pro relies on that"
 
 
 async def test_tickers_and_bids_asks(venue_sim: SimVenue) -> None:

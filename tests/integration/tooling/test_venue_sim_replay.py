@@ -88,16 +88,21 @@ async def test_the_book_id_and_time_change_only_with_the_book(held: SimVenue) ->
     one = held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]
     await ticks_pass(held, 2)
     two = held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]
-    assert one == two, "an unchanged book keeps its id and time"
-    assert one["T"] == at, "the book's time is when its record became current"
+    assert one == two, "an unchanged book keeps its id"
+    assert "T" not in one, "Binance spot's depth has no time (ccxt.pro depends on it)"
+    assert book_time(held) == at, "the book's time is when its record became current"
     async with ccxt_client(held) as ex:
         await ex.create_order("BTC/USDT", "market", "buy", 0.01)
     taken = int(time.time() * 1000)
     three = held.get("/api/v3/depth?symbol=BTCUSDT&limit=5")[2]
     assert three["lastUpdateId"] > one["lastUpdateId"]
-    assert at < three["T"] <= taken, "a fill changes the book, and its time"
+    assert at < book_time(held) <= taken, "a fill changes the book, and its time"
     state = held.get("/venue-sim/v1/replay")[2]
     assert state["started_at_ms"] == at and state["records"] == {"BTC/USDT": 0}
+
+
+def book_time(venue: SimVenue) -> int:
+    return int(venue.state()["symbols"]["BTC/USDT"]["time"])
 
 
 def test_the_start_endpoint_refuses_what_it_cannot_do(held: SimVenue, venue_sim: SimVenue) -> None:
