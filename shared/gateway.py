@@ -103,9 +103,13 @@ def sim_client(base_url: str, api_key: str | None = None, secret: str | None = N
     return _typed_duplicates(exchange)
 
 
-def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: int) -> Any:
-    """A ccxt client for a real exchange, with ccxt's own rate limiter on."""
-    cls = getattr(ccxt_async, ccxt_id)
+def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: int,
+                streaming: bool = False) -> Any:
+    """A ccxt client for a real exchange, with ccxt's own rate limiter on (``streaming``: its
+    ccxt.pro client, None if ccxt.pro has none)."""
+    cls = getattr(ccxt_pro if streaming else ccxt_async, ccxt_id, None)
+    if cls is None:
+        return None
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
     config.update({k: v.get_secret_value() for k, v in credentials.items()})
     return _typed_duplicates(cls(config))
@@ -158,6 +162,7 @@ class Gateway:
         self.specs = {s.name: s for s in settings.venue_specs}
         self.keys = keys or {}
         self._clients: dict[str, Any] = {}
+        self._stream_clients: dict[str, Any] = {}
         self._cooldown_until: dict[str, float] = {}
         for value in (settings.sim_api_key, settings.sim_api_secret):
             register_secret(value)
@@ -188,6 +193,25 @@ class Gateway:
                 self._clients[venue] = real_client(spec.target, creds or {}, timeout_ms=timeout)
         return self._clients[venue]
 
+    def stream_client(self, venue: str) -> Any | None:
+        """The venue's ccxt.pro client for its websocket streams (its own connections, apart
+        from the REST client's), or None when ccxt.pro cannot stream from it."""
+        if venue not in self._stream_clients:
+            spec = self.specs[venue]
+            creds = self.keys.get(venue)
+            timeout = self.settings.exchange_timeout_ms
+            if spec.kind == "sim":
+                key = creds["apiKey"] if creds else self.settings.sim_api_key
+                secret = creds["secret"] if creds else self.settings.sim_api_secret
+                client = sim_client(spec.target, key.get_secret_value(), secret.get_secret_value(),
+                                    timeout_ms=timeout, streaming=True)
+            else:
+                client = real_client(spec.target, creds or {}, timeout_ms=timeout, streaming=True)
+            if client is not None and not client.has.get("watchOrderBook"):
+                client = None
+            self._stream_clients[venue] = client
+        return self._stream_clients[venue]
+
     async def markets(self, venue: str) -> Any:
         """The venue's client with its markets loaded (one ``load_markets`` call the first time)."""
         client = self.client(venue)
@@ -196,8 +220,11 @@ class Gateway:
         return client
 
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
+        clients, self._clients = [*self._clients.values(), *self._stream_clients.values()], {}
+        self._stream_clients = {}
+        for client in clients:
+            if client is None:
+                continue
             try:
                 await client.close()
             except Exception as exc:  # closing must not hide the error that got us here

@@ -69,6 +69,8 @@ class ChildState:
     next_start: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0))
     venue_books: dict[str, float] = field(default_factory=dict)  # main: books published per venue
+    venue_feed: dict[str, list[float]] = field(default_factory=dict)  # main: [streamed, polled, is streamed]
+    feed: str = "-"  # a venue: how the mains ingest it ("stream 8/8", "poll 8", "fallback 3/8")
     consumed_total: float | None = None
     produced_total: float | None = None
     rate: float = 0.0
@@ -296,11 +298,17 @@ class Supervisor:
             return False
         consumed = produced = lag = 0.0
         venue_books: dict[str, float] = {}
+        venue_feed: dict[str, list[float]] = {}
+        feed_index = {"cse_md_pairs_streaming": 0, "cse_md_pairs_polled": 1, "cse_md_stream_up": 2}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "cse_md_books_published_total":
                     venue = sample.labels.get("venue", "")
                     venue_books[venue] = venue_books.get(venue, 0.0) + sample.value
+                elif sample.name in feed_index:
+                    row = venue_feed.setdefault(sample.labels.get("venue", ""), [0.0, 0.0, 0.0])
+                    # the third: 1 once the venue is streamed at all (its stream_up exported)
+                    row[feed_index[sample.name]] += 1.0 if feed_index[sample.name] == 2 else sample.value
                 elif sample.name == "cse_bus_messages_consumed_total":
                     consumed += sample.value
                 elif sample.name == "cse_bus_messages_produced_total":
@@ -314,6 +322,7 @@ class Supervisor:
         child._sample = (now, consumed)
         child.consumed_total, child.produced_total, child.lag = consumed, produced, lag
         child.venue_books = venue_books
+        child.venue_feed = venue_feed
         return ok
 
     def _venue_rates(self, now: float) -> None:
@@ -322,6 +331,9 @@ class Supervisor:
             if child.spec.kind != "venue":
                 continue
             total = sum(c.venue_books.get(child.spec.name, 0.0) for c in self.children)
+            rows = [c.venue_feed[child.spec.name] for c in self.children if child.spec.name in c.venue_feed]
+            child.feed = feed_state(int(sum(r[0] for r in rows)), int(sum(r[1] for r in rows)),
+                                    any(r[2] for r in rows))
             if child._sample is not None:
                 t0, c0 = child._sample
                 child.rate = max(0.0, (total - c0) / max(now - t0, 1e-6))
@@ -374,6 +386,7 @@ class Supervisor:
                 "restarts": c.restarts,
                 "uptime_s": round(now - c.started_at, 1) if c.proc else 0.0,
                 "msgs_per_s": round(c.rate, 1),
+                "feed": c.feed,
                 "consumed_total": c.consumed_total,
                 "lag": c.lag,
                 "last_exit": c.last_exit,
@@ -419,7 +432,7 @@ class Supervisor:
 
 def render_table(snap: dict[str, Any]) -> str:
     header = f"{'PROCESS':<24} {'KIND':<6} {'STATE':<10} {'PID':>7} {'PORTS':<22} " \
-             f"{'RESTARTS':>8} {'UPTIME':>8} {'MSG/S':>8} {'LAG':>7}"
+             f"{'RESTARTS':>8} {'UPTIME':>8} {'MSG/S':>8} {'LAG':>7}  FEED"
     lines = [header]
     for r in snap["processes"]:
         ports = ",".join(f"{k}:{v}" for k, v in r["ports"].items())
@@ -428,12 +441,26 @@ def render_table(snap: dict[str, Any]) -> str:
         lines.append(
             f"{r['name']:<24} {r['kind']:<6} {r['state']:<10} {r['pid'] or '-':>7} {ports:<22} "
             f"{r['restarts']:>8} {_dur(r['uptime_s']):>8} {rate:>8} {lag:>7}"
+            + (f"  {r.get('feed', '-')}" if r["kind"] == "venue" else "")
         )
     verdict = "HEALTHY" if snap["healthy"] else "NOT HEALTHY"
     lines.append("MSG/S: messages handled per second (workers), order books published per second "
-                 "(venues)")
+                 "(venues); FEED: a venue's pairs followed over websocket streams / polled over REST")
     lines.append(f"stack: {verdict}   run dir: {snap['run_dir']}")
     return "\n".join(lines)
+
+
+def feed_state(streamed: int, polled: int, stream_mode: bool) -> str:
+    """How a venue's pairs are ingested: all streamed, polled by configuration, or some
+    polled because their stream is down or silent (the fallback)."""
+    total = streamed + polled
+    if total == 0:
+        return "-"
+    if not stream_mode:
+        return f"poll {polled}"
+    if polled == 0:
+        return f"stream {streamed}/{total}"
+    return f"fallback {polled}/{total} polled"
 
 
 def _dur(seconds: float) -> str:

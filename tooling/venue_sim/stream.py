@@ -30,8 +30,9 @@ one connection closes it, and a client too slow to read its events is dropped.
 
 Faults for clients' resync paths: ``--ws-drop-rate`` / ``--ws-reorder-rate`` drop or delay
 (behind the next) a fraction of the diff events, and ``POST /venue-sim/v1/ws/faults`` with
-``{"drop": n, "reorder": n, "close": true, "symbol": "BTCUSDT"}`` drops or reorders the
-next n diff events (of one symbol, or any) and closes every open connection.
+``{"drop": n, "reorder": n, "close": true, "refuse_s": s, "symbol": "BTCUSDT"}`` drops or
+reorders the next n diff events (of one symbol, or any), closes every open connection and
+refuses new ones (HTTP 503) for s seconds -- a stream outage while REST still answers.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class StreamHub:
         self.fault_drop: dict[str | None, int] = {}
         self.fault_reorder: dict[str | None, int] = {}
         self.rng = random.Random(config.seed)
+        self.refuse_until = 0.0  # new connections refused (HTTP 503) until then
         self.events = 0  # diff events sent
         self.dropped_events = 0
 
@@ -284,6 +286,11 @@ class StreamHub:
                 raise ValueError(f"{name} must be a non-negative integer")
             if n:
                 counts[symbol] = counts.get(symbol, 0) + n
+        refuse = doc.get("refuse_s", 0)
+        if isinstance(refuse, bool) or not isinstance(refuse, int | float) or not 0 <= refuse <= 3600:
+            raise ValueError("refuse_s must be a number of seconds in [0, 3600]")
+        if refuse:
+            self.refuse_until = time.monotonic() + refuse
         closed = 0
         if doc.get("close"):
             for conn in list(self.connections):
@@ -300,6 +307,9 @@ class StreamHub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=self.config.ws_ping_s, max_msg_size=64 * 1024)
+        if time.monotonic() < self.refuse_until:
+            return web.json_response({"code": -1001, "msg": "Streams are unavailable; retry later."},
+                                     status=503)
         if not ws.can_prepare(request).ok:
             return web.json_response({"code": -1020, "msg": "A websocket upgrade is expected here."},
                                      status=400)

@@ -2,15 +2,30 @@
 
 Runs inside cryptospreadedge-main. The venue×symbol pairs are shared between main
 replicas with :class:`~shared.coordination.WorkShare` (rendezvous hashing plus a lease
-per pair), so each pair is polled by one replica and a book is published once: the
-publish gate checks the lease and the book's id atomically in Redis. Unchanged books
-(same id as the last published) are skipped.
+per pair), so each pair is followed by one replica and a book is published once: the
+publish gate checks the lease and the book's id atomically in Redis.
 
-Per venue, one task polls the pairs this replica owns every ``CSE_INGEST_INTERVAL_S``
-through the gateway (which retries and honours rate limits). Metrics: books published
-and skipped, fetch errors, and the age of the freshest book per venue (staleness), which
-alerts use to detect lost connectivity. Top of book and spread go to the time-series
-store at most every ``CSE_INGEST_TSDB_INTERVAL_S`` per pair.
+**Streams** (``CSE_INGEST_MODE=stream``, the default): per owned pair, a task follows the
+venue's websocket diff stream through the gateway's ccxt.pro client
+(``watch_order_book``): ccxt takes the REST snapshot, applies the diffs, and detects a
+gap in their update ids (ChecksumError), after which the next watch resubscribes and
+resyncs from a new snapshot (counted as a resync). A dropped connection (NetworkError) is
+watched again after a backoff (counted as a reconnect). Each change of the book is
+published once -- at most one per ``CSE_INGEST_MIN_INTERVAL_MS`` per pair when that is
+set -- with the venue's event time (``ts_venue_ms``) and the receive time
+(``ts_recv_ms``); the difference is observed as the stream's lag.
+
+**Polling**, the fallback: a venue in ``CSE_INGEST_POLL_VENUES``, a venue ccxt.pro cannot
+stream from, or ``CSE_INGEST_MODE=poll`` is polled over REST every ``CSE_INGEST_INTERVAL_S``;
+so is, automatically, a streamed pair whose stream is down or has been silent for
+``CSE_INGEST_STREAM_STALE_S``, until it delivers again. Unchanged polled books (same id as
+the last published) are skipped.
+
+Metrics: books published and skipped, fetch errors, the age of the freshest book per
+venue (staleness, which alerts use), and for streams: pairs streaming and pairs polled
+per venue, stream up per venue, resyncs, reconnects and the lag behind the venue's event
+time. Top of book and spread go to the time-series store at most every
+``CSE_INGEST_TSDB_INTERVAL_S`` per pair.
 """
 
 from __future__ import annotations
@@ -21,6 +36,9 @@ import hashlib
 import time
 from typing import Any
 
+import ccxt
+
+from shared.backoff import Backoff
 from shared.coordination import WorkShare
 from shared.errors import CseError, TransientError
 from shared.gateway import Gateway
@@ -28,7 +46,19 @@ from shared.logs import get_logger
 from shared.messages import MD_ORDERBOOKS, OrderBook, now_ms
 from shared.rediskeys import DEFAULT_PREFIX
 from shared.runtime import Services
-from workers.main.metrics import BOOK_AGE, BOOKS_PUBLISHED, BOOKS_UNCHANGED, FETCH_ERRORS, PAIRS_OWNED
+from workers.main.metrics import (
+    BOOK_AGE,
+    BOOKS_PUBLISHED,
+    BOOKS_UNCHANGED,
+    FETCH_ERRORS,
+    PAIRS_OWNED,
+    PAIRS_POLLED,
+    PAIRS_STREAMING,
+    STREAM_LAG,
+    STREAM_RECONNECTS,
+    STREAM_RESYNCS,
+    STREAM_UP,
+)
 from workers.main.settings import IngestSettings
 
 log = get_logger("ingest")
@@ -66,7 +96,7 @@ def to_message(venue: str, symbol: str, raw: dict[str, Any], received_ms: int, d
 
 
 class Ingest:
-    """Polls the pairs this replica owns and publishes their books."""
+    """Follows (or polls) the pairs this replica owns and publishes their books."""
 
     def __init__(self, settings: IngestSettings, gateway: Gateway, services: Services,
                  symbols: list[str], *, prefix: str = DEFAULT_PREFIX, member: str | None = None):
@@ -79,11 +109,26 @@ class Ingest:
         self._last_tsdb: dict[str, float] = {}
         self._freshest: dict[str, int] = {}
         self.published = 0
+        self.streamed_venues = [v for v in gateway.venues if self._streams(v)]
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._heard: dict[str, float] = {}  # pair -> monotonic time of its stream's last book
+        self._down: set[str] = set()  # streamed pairs whose stream failed and is not back
+        self._last_publish: dict[str, float] = {}
+
+    def _streams(self, venue: str) -> bool:
+        if self.settings.mode != "stream" or venue in self.settings.poll_venue_list:
+            return False
+        if self.gateway.stream_client(venue) is None:
+            log.info("ingest_polls_venue", venue=venue, why="ccxt.pro cannot stream from it")
+            return False
+        return True
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Poll until ``stopping``; a loop that dies takes ingest (and the worker) down with
+        """Ingest until ``stopping``; a loop that dies takes ingest (and the worker) down with
         its error. On stop, the polls in flight finish (a book sent is a book counted) for
         up to ``STOP_GRACE_S``, then the rest is cancelled."""
+        log.info("ingest_started", mode=self.settings.mode, streamed=self.streamed_venues,
+                 polled=[v for v in self.gateway.venues if v not in self.streamed_venues])
         tasks = [asyncio.create_task(self._venue_loop(v, stopping), name=f"ingest-{v}")
                  for v in self.gateway.venues]
         tasks.append(asyncio.create_task(self._share_loop(stopping), name="ingest-share"))
@@ -103,6 +148,10 @@ class Ingest:
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):  # failed while finishing: said, not raised over
                     log.warning("ingest_stop_failed", error=repr(outcome)[:200])
+            watchers = list(self._watchers.values())
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
             await self.share.leave()
 
     async def _share_loop(self, stopping: asyncio.Event) -> None:
@@ -114,21 +163,112 @@ class Ingest:
             except TransientError as exc:
                 PAIRS_OWNED.set(0)
                 log.warning("ingest_share_failed", error=str(exc))
-            self._update_staleness()
+            self._start_watchers(stopping)
+            self._update_gauges()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), period)
+                await asyncio.wait_for(stopping.wait(), min(period, 1.0))
 
-    def _update_staleness(self) -> None:
+    def _update_gauges(self) -> None:
         now = now_ms()
         for venue in self.gateway.venues:
             if venue in self._freshest:
                 BOOK_AGE.labels(venue).set(max(0.0, (now - self._freshest[venue]) / 1000))
+            owned = [p for p in self.share.owned if p.startswith(venue + "|")]
+            if venue in self.streamed_venues:
+                polled = [p for p in owned if not self._stream_ok(p)]
+                PAIRS_STREAMING.labels(venue).set(len(owned) - len(polled))
+                PAIRS_POLLED.labels(venue).set(len(polled))
+                STREAM_UP.labels(venue).set(0 if polled else 1)
+            else:
+                PAIRS_STREAMING.labels(venue).set(0)
+                PAIRS_POLLED.labels(venue).set(len(owned))
+
+    def stream_state(self) -> dict[str, dict[str, Any]]:
+        """Per venue: how its pairs owned here are ingested (for the API and status)."""
+        out: dict[str, dict[str, Any]] = {}
+        for venue in self.gateway.venues:
+            owned = sorted(p.split("|", 1)[1] for p in self.share.owned if p.startswith(venue + "|"))
+            if venue not in self.streamed_venues:
+                out[venue] = {"mode": "poll", "streaming": [], "polled": owned}
+                continue
+            polled = [s for s in owned if not self._stream_ok(pair_key(venue, s))]
+            out[venue] = {"mode": "stream", "streaming": [s for s in owned if s not in polled],
+                          "polled": polled}
+        return out
+
+    # --- streams ------------------------------------------------------------------------------
+
+    def _stream_ok(self, pair: str) -> bool:
+        """The pair's stream delivered within the stale time and has not failed since."""
+        heard = self._heard.get(pair)
+        return pair not in self._down and heard is not None and \
+            time.monotonic() - heard < self.settings.stream_stale_s
+
+    def _start_watchers(self, stopping: asyncio.Event) -> None:
+        for pair in self.share.owned:
+            venue, symbol = pair.split("|", 1)
+            if venue not in self.streamed_venues:
+                continue
+            task = self._watchers.get(pair)
+            if task is None or task.done():
+                if task is not None and not task.cancelled() and task.exception() is not None:
+                    log.error("ingest_watcher_died", pair=pair, error=repr(task.exception())[:300])
+                self._heard.setdefault(pair, time.monotonic())  # give it the stale time to start
+                self._watchers[pair] = asyncio.create_task(self._watch(venue, symbol, stopping),
+                                                           name=f"watch-{pair}")
+
+    async def _watch(self, venue: str, symbol: str, stopping: asyncio.Event) -> None:
+        """Follow one pair's stream while this replica owns it."""
+        client = self.gateway.stream_client(venue)
+        pair = pair_key(venue, symbol)
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        min_gap = self.settings.min_interval_ms / 1000.0
+        try:
+            while not stopping.is_set() and pair in self.share.owned:
+                try:
+                    raw = await client.watch_order_book(symbol)
+                except ccxt.ChecksumError as exc:  # a gap in the diffs: the next watch resyncs
+                    STREAM_RESYNCS.labels(venue).inc()
+                    log.info("stream_resync", venue=venue, symbol=symbol, error=str(exc)[:200])
+                    continue
+                except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+                    self._down.add(pair)
+                    STREAM_RECONNECTS.labels(venue).inc()
+                    delay = backoff.next()
+                    log.warning("stream_down", venue=venue, symbol=symbol, retry_in_s=round(delay, 2),
+                                error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), delay)
+                    continue
+                received = now_ms()
+                if pair in self._down:
+                    self._down.discard(pair)
+                    log.info("stream_up", venue=venue, symbol=symbol)
+                backoff.reset()
+                self._heard[pair] = time.monotonic()
+                venue_ts = raw.get("timestamp")
+                if venue_ts:
+                    STREAM_LAG.labels(venue).observe(max(0.0, (received - venue_ts) / 1000))
+                await self.publish(venue, symbol, raw, received)
+                if min_gap:
+                    wait = self._last_publish.get(pair, 0.0) + min_gap - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+        finally:
+            if pair not in self.share.owned and not stopping.is_set():
+                with contextlib.suppress(Exception):  # another replica follows it now
+                    await client.un_watch_order_book(symbol)
+
+    # --- polling ------------------------------------------------------------------------------
 
     async def _venue_loop(self, venue: str, stopping: asyncio.Event) -> None:
+        """Poll the venue's pairs that are not streamed, or whose stream is not delivering."""
         symbols = [p.split("|", 1)[1] for p in self.pairs if p.startswith(venue + "|")]
+        streamed = venue in self.streamed_venues
         while not stopping.is_set():
             started = time.monotonic()
-            mine = [s for s in symbols if pair_key(venue, s) in self.share.owned]
+            mine = [s for s in symbols if pair_key(venue, s) in self.share.owned
+                    and not (streamed and self._stream_ok(pair_key(venue, s)))]
             if mine:
                 await asyncio.gather(*(self.poll(venue, s) for s in mine))
             elapsed = time.monotonic() - started
@@ -144,10 +284,14 @@ class Ingest:
             FETCH_ERRORS.labels(venue).inc()
             log.warning("book_fetch_failed", venue=venue, symbol=symbol, error=str(exc)[:200])
             return False
-        received = now_ms()
+        return await self.publish(venue, symbol, raw, now_ms())
+
+    async def publish(self, venue: str, symbol: str, raw: dict[str, Any], received: int) -> bool:
+        """Publish a book (from a stream or a poll) unless it was published already."""
         if not raw.get("bids") or not raw.get("asks"):
             return False
         key = pair_key(venue, symbol)
+        message = to_message(venue, symbol, raw, received, self.settings.depth)
         try:
             verdict = await self.share.gate(key, book_id(raw))
         except TransientError as exc:  # Redis away: without the gate we cannot rule out duplicates
@@ -158,10 +302,10 @@ class Ingest:
             return False
         if verdict < 0:
             return False
-        message = to_message(venue, symbol, raw, received, self.settings.depth)
         await self.services.bus.send(MD_ORDERBOOKS, message)
         BOOKS_PUBLISHED.labels(venue).inc()
         self.published += 1
+        self._last_publish[key] = time.monotonic()
         self._freshest[venue] = max(self._freshest.get(venue, 0), message.ts_venue_ms)
         self._write_series(message)
         return True

@@ -61,10 +61,13 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
 
         def books_from_every_venue() -> dict | NotYet:
             snap = json.loads(cse("dev", "status", "--run-dir", str(run_dir), "--json").stdout)
-            rates = {p["name"]: p["msgs_per_s"] for p in snap["processes"] if p["kind"] == "venue"}
-            return snap if len(rates) == 3 and all(r > 0 for r in rates.values()) else NotYet(rates)
+            rates = {p["name"]: (p["msgs_per_s"], p["feed"]) for p in snap["processes"]
+                     if p["kind"] == "venue"}
+            return snap if len(rates) == 3 and all(r > 0 and feed.startswith("stream ")
+                                                   for r, feed in rates.values()) else NotYet(rates)
 
-        # ingest polls the three paper venues: books per second per venue show up
+        # ingest follows the three paper venues' websocket streams (the default): books per
+        # second per venue, and every pair streamed, show up
         snap = wait_for(books_from_every_venue, 30, "books per second from every venue", interval_s=0.5)
         procs = {p["name"]: p for p in snap["processes"]}
         assert {"kafka", "redis", "victoria-metrics", "sim-a", "sim-b", "sim-c",
@@ -76,6 +79,7 @@ def test_dev_up_is_healthy_then_stops_cleanly(tmp_path: Path) -> None:
         # the human view is the same snapshot
         table = cse("dev", "status", "--run-dir", str(run_dir))
         assert table.returncode == 0 and "stack: HEALTHY" in table.stdout
+        assert procs["sim-a"]["feed"] in table.stdout and "FEED" in table.stdout
         # the API and a worker's metrics answer on the ports the status reports
         api = procs["cryptospreadedge-main"]["ports"]["api"]
         with urllib.request.urlopen(f"http://127.0.0.1:{api}/health", timeout=5) as resp:
