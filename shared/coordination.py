@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -322,6 +323,7 @@ class WorkShare:
         self.name, self.keys = name, RedisKeys(prefix)
         self.members_key = self.keys.share_members(name)
         self.owned: set[str] = set()
+        self._lease_until: dict[str, float] = {}  # monotonic time our lease surely lasts to
         self._gate = client.register_script(_GATE)
         self._lease = client.register_script(_LEASE)
         self._release_lease = client.register_script(_DELETE_IF)
@@ -349,9 +351,11 @@ class WorkShare:
             owned = set()
             for item in items:
                 if item in mine:
+                    asked = time.monotonic()  # the lease runs from no earlier than this
                     if await self._lease(keys=[self.keys.share_lease(self.name, item)],
                                          args=[self.member, self.ttl_ms]):
                         owned.add(item)
+                        self._lease_until[item] = asked + self.ttl_ms / 1000
                 elif item in self.owned:
                     await self._release(item)
         except TransientError:
@@ -362,6 +366,20 @@ class WorkShare:
 
     async def _release(self, item: str) -> None:
         await self._release_lease(keys=[self.keys.share_lease(self.name, item)], args=[self.member])
+
+    def holds(self, item: str) -> bool:
+        """True while our lease on ``item`` surely lasts (renewed, with a fifth of its TTL
+        to spare): no other member can hold it meanwhile, so a stream's books may be
+        published without asking Redis each time. (Lost with Redis's data: a restarted
+        Redis lets another member take the item while this one still believes, for at most
+        the TTL.)"""
+        return item in self.owned and \
+            time.monotonic() < self._lease_until.get(item, 0.0) - self.ttl_ms / 5000
+
+    async def note_published(self, item: str, item_id: str) -> None:
+        """Record ``item_id`` as the item's last published id (what :meth:`gate` compares),
+        e.g. when a member that published without the gate hands the item over."""
+        await self.client.set(self.keys.share_last(self.name, item), item_id, px=self.ttl_ms * 6)
 
     async def gate(self, item: str, item_id: str) -> int:
         """1: publish ``item_id`` now; 0: it was already published; -1: not our item."""

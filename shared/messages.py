@@ -119,7 +119,9 @@ class Opportunity(Message, tag="opportunity", kw_only=True):
     """A spread worth trading after fees and slippage (arb.opportunities, key = symbol).
 
     ``buy_book_ms``/``sell_book_ms``: when ingest received each book (0: unknown), so the
-    executor can tell how old the liquidity it is about to take was. A triangular
+    executor can tell how old the liquidity it is about to take was; ``ts_venue_ms``: the
+    venue's own time of the newest book (what venue event -> opportunity latency is
+    measured from). A triangular
     opportunity lists its three orders in ``legs``; its ``quantity`` is the amount of the
     start currency put in.
     """
@@ -143,6 +145,7 @@ class Opportunity(Message, tag="opportunity", kw_only=True):
     buy_book_ms: int = 0
     sell_book_ms: int = 0
     legs: list[OpportunityLeg] = []
+    ts_venue_ms: int = 0  # the venue's event time of the newest of its books (0: unknown)
 
 
 class Execution(Message, tag="execution", kw_only=True):

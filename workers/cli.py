@@ -127,6 +127,11 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     stack.add_argument("--minutes", type=float, default=10.0, help="default: %(default)s")
     stack.add_argument("--keep", type=Path, default=None, help="keep the stack's logs and data here")
     stack.set_defaults(func=_bench_scenario)
+    ingest = bench_sub.add_parser("ingest", help="one ingest replica over websocket streams: books/s, "
+                                  "venue event -> broker and -> opportunity latency, REST weight "
+                                  "streaming vs polling")
+    ingest.add_argument("--quick", action="store_true", help="two loads and shorter windows")
+    ingest.set_defaults(func=_bench_ingest)
     alloc = bench_sub.add_parser("allocate", help="risk parity and mean-variance vs Riskfolio-Lib, skfolio, "
                                                    "PyPortfolioOpt")
     alloc.add_argument("--quick", action="store_true", help="N up to 200, at most 3 repeats (a smoke test)")
@@ -406,6 +411,20 @@ def _bench_scenario(args: argparse.Namespace) -> int:
     print(f"one-leg ratio {result['one_leg_ratio']:.2%} ({result['one_leg']} of {result['executions']}); "
           f"orders {result['orders']}, refused {result['refused_orders']}, hedges {result['hedges']}; "
           f"venues conserved: {result['venues_conserved']}")
+    print(json.dumps(result))
+    return 0
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from shared import logs
+    from tooling.bench.ingest import bench_ingest
+
+    logs.configure("warning", "console", stream=sys.stderr)
+    result = bench_ingest(quick=args.quick, say=lambda line: print(line, flush=True))
+    print(f"knee: {result['knee_pairs']} pairs, {result['sustained_updates_per_s']} books/s sustained; "
+          f"100 pairs: event->bus p50 {result['event_to_bus_p50_ms']} ms, p99 "
+          f"{result['event_to_bus_p99_ms']} ms; event->opportunity p99 "
+          f"{result['event_to_opportunity_p99_ms']} ms")
     print(json.dumps(result))
     return 0
 

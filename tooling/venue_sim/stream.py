@@ -65,6 +65,8 @@ MAX_STREAMS = 1024  # per connection, as Binance
 QUEUE_LIMIT = 10_000  # events waiting for a slow reader before it is dropped
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _encode = msgspec.json.Encoder().encode
+# events whose "E" (event time) is written when the frame is sent: encoded without it
+_STAMPED = (b'{"e":"depthUpdate",', b'{"e":"trade",')
 
 
 def now_ms() -> int:
@@ -88,23 +90,36 @@ class Connection:
     combined: bool
     peer: str
     streams: set[str] = field(default_factory=set)
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    # (stream, event) for events, (None, text) for replies; (None, "") ends the writer
+    queue: asyncio.Queue[tuple[str | None, bytes | str]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     received: deque[float] = field(default_factory=deque)
     dropped: str | None = None  # why the server is closing it
 
     def push(self, stream: str, event: bytes) -> None:
-        text = event.decode()
-        if self.combined:
-            text = f'{{"stream":"{stream}","data":{text}}}'
-        self.send(text)
+        self._put((stream, event))
 
     def send(self, text: str) -> None:
+        self._put((None, text))
+
+    def _put(self, item: tuple[str | None, bytes | str]) -> None:
         if self.dropped is not None:
             return
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped = "too slow to read its events"
+
+    def render(self, stream: str, event: bytes) -> str:
+        """The frame of an event: its event time ``E`` stamped now, as it goes on the wire
+        (so the venue's own ticking never counts as a client's delay), wrapped for a
+        combined stream."""
+        for prefix in _STAMPED:
+            if event.startswith(prefix):
+                event = b"%s\"E\":%d,%s" % (prefix, now_ms(), event[len(prefix):])
+                break
+        text = event.decode()
+        return f'{{"stream":"{stream}","data":{text}}}' if self.combined else text
 
 
 @dataclass
@@ -206,7 +221,7 @@ class StreamHub:
             return
         from tooling.venue_sim.symbols import fmt
 
-        event = _encode({"e": "trade", "E": now_ms(), "s": trade.symbol, "t": trade.id,
+        event = _encode({"e": "trade", "s": trade.symbol, "t": trade.id,
                          "p": fmt(trade.price), "q": fmt(trade.qty), "T": trade.time,
                          "m": trade.buyer_is_maker, "M": True})
         for name, conns in listeners:
@@ -234,7 +249,6 @@ class StreamHub:
                 log.exception("stream_flush_failed")
 
     def flush(self, cadence: int) -> None:
-        now = now_ms()
         for (sid, c), pending in list(self._pending.items()):
             if c != cadence or not (pending.bids or pending.asks):
                 continue
@@ -245,7 +259,7 @@ class StreamHub:
                 continue
             spec = self.specs[sid]
             event = _encode({
-                "e": "depthUpdate", "E": now, "s": sid, "U": pending.first, "u": last,
+                "e": "depthUpdate", "s": sid, "U": pending.first, "u": last,
                 "b": [[_px(p, spec), _qty(q, spec)] for p, q in sorted(pending.bids.items(), reverse=True)],
                 "a": [[_px(p, spec), _qty(q, spec)] for p, q in sorted(pending.asks.items())],
             })
@@ -306,7 +320,9 @@ class StreamHub:
     # --- connections --------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=self.config.ws_ping_s, max_msg_size=64 * 1024)
+        # no permessage-deflate (Binance's streams do not compress): it would cost both ends
+        ws = web.WebSocketResponse(heartbeat=self.config.ws_ping_s, max_msg_size=64 * 1024,
+                                   compress=False)
         if time.monotonic() < self.refuse_until:
             return web.json_response({"code": -1001, "msg": "Streams are unavailable; retry later."},
                                      status=503)
@@ -343,7 +359,7 @@ class StreamHub:
             self.connections.discard(conn)
             if not writer.done():
                 try:
-                    conn.queue.put_nowait("")
+                    conn.queue.put_nowait((None, ""))
                 except asyncio.QueueFull:
                     writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -371,15 +387,16 @@ class StreamHub:
         """Close ``conn`` from the server's side once what is queued before now is sent."""
         conn.dropped = conn.dropped or reason
         with contextlib.suppress(asyncio.QueueFull):
-            conn.queue.put_nowait("")
+            conn.queue.put_nowait((None, ""))
 
     async def _writer(self, conn: Connection) -> None:
         """Send the connection's queue in order; an empty string (or a drop) ends it."""
         try:
             while True:
-                text = await conn.queue.get()
-                if not text or conn.ws.closed:
+                stream, body = await conn.queue.get()
+                if not body or conn.ws.closed:
                     break
+                text = body if isinstance(body, str) else conn.render(stream or "", body)
                 await conn.ws.send_str(text)
                 if conn.dropped is not None and conn.queue.empty():
                     break

@@ -457,4 +457,5 @@ class CrossVenueDetector:
             net_profit=res.net_profit, edge_bps=res.edge_bps,
             ts_book_ms=max(bb.ts_recv_ms, sb.ts_recv_ms), ts_detect_ms=now_ms,
             buy_book_ms=bb.ts_recv_ms, sell_book_ms=sb.ts_recv_ms,
+            ts_venue_ms=max(bb.ts_venue_ms, sb.ts_venue_ms),
         )

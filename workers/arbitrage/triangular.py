@@ -343,4 +343,5 @@ class TriangularDetector:
             buy_vwap=first.vwap, sell_vwap=last.vwap, buy_worst=first.worst, sell_worst=last.worst,
             gross_profit=res.gross_profit, net_profit=res.net_profit, edge_bps=res.edge_bps,
             ts_book_ms=max(b.ts_recv_ms for b in books), ts_detect_ms=now_ms, path=path, legs=legs,
+            ts_venue_ms=max(b.ts_venue_ms for b in books),
         )

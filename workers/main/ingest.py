@@ -23,9 +23,9 @@ the last published) are skipped.
 
 Metrics: books published and skipped, fetch errors, the age of the freshest book per
 venue (staleness, which alerts use), and for streams: pairs streaming and pairs polled
-per venue, stream up per venue, resyncs, reconnects and the lag behind the venue's event
-time. Top of book and spread go to the time-series store at most every
-``CSE_INGEST_TSDB_INTERVAL_S`` per pair.
+per venue, stream up per venue, resyncs, reconnects, the lag behind the venue's event
+time on receipt and on the broker's acknowledgement. Top of book and spread go to the
+time-series store at most every ``CSE_INGEST_TSDB_INTERVAL_S`` per pair.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ccxt
@@ -50,6 +51,7 @@ from workers.main.metrics import (
     BOOK_AGE,
     BOOKS_PUBLISHED,
     BOOKS_UNCHANGED,
+    EVENT_TO_BUS,
     FETCH_ERRORS,
     PAIRS_OWNED,
     PAIRS_POLLED,
@@ -114,6 +116,9 @@ class Ingest:
         self._heard: dict[str, float] = {}  # pair -> monotonic time of its stream's last book
         self._down: set[str] = set()  # streamed pairs whose stream failed and is not back
         self._last_publish: dict[str, float] = {}
+        self._stream_last: dict[str, int] = {}  # pair -> update id of its last streamed book
+        # told of each book the broker acknowledged, with the ack time (the ingest bench)
+        self.on_published: Callable[[OrderBook, int], None] | None = None
 
     def _streams(self, venue: str) -> bool:
         if self.settings.mode != "stream" or venue in self.settings.poll_venue_list:
@@ -249,12 +254,16 @@ class Ingest:
                 venue_ts = raw.get("timestamp")
                 if venue_ts:
                     STREAM_LAG.labels(venue).observe(max(0.0, (received - venue_ts) / 1000))
-                await self.publish(venue, symbol, raw, received)
+                await self.publish(venue, symbol, raw, received, streamed=True)
                 if min_gap:
                     wait = self._last_publish.get(pair, 0.0) + min_gap - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
         finally:
+            last = self._stream_last.pop(pair, None)
+            if last is not None:  # what the next owner's first book is compared with
+                with contextlib.suppress(Exception):
+                    await self.share.note_published(pair, str(last))
             if pair not in self.share.owned and not stopping.is_set():
                 with contextlib.suppress(Exception):  # another replica follows it now
                     await client.un_watch_order_book(symbol)
@@ -286,23 +295,44 @@ class Ingest:
             return False
         return await self.publish(venue, symbol, raw, now_ms())
 
-    async def publish(self, venue: str, symbol: str, raw: dict[str, Any], received: int) -> bool:
-        """Publish a book (from a stream or a poll) unless it was published already."""
+    async def publish(self, venue: str, symbol: str, raw: dict[str, Any], received: int,
+                      *, streamed: bool = False) -> bool:
+        """Publish a book (from a stream or a poll) unless it was published already.
+
+        A polled book, and the first book of a stream, pass the Redis gate (lease and last
+        id checked atomically). The stream's later books, whose update ids only grow, are
+        published while our lease surely lasts (:meth:`WorkShare.holds`) and their id is
+        new here: no round trip to Redis on the hot path."""
         if not raw.get("bids") or not raw.get("asks"):
             return False
         key = pair_key(venue, symbol)
         message = to_message(venue, symbol, raw, received, self.settings.depth)
-        try:
-            verdict = await self.share.gate(key, book_id(raw))
-        except TransientError as exc:  # Redis away: without the gate we cannot rule out duplicates
-            log.warning("ingest_gate_failed", error=repr(exc)[:200])
-            return False
-        if verdict == 0:
-            BOOKS_UNCHANGED.labels(venue).inc()
-            return False
-        if verdict < 0:
-            return False
-        await self.services.bus.send(MD_ORDERBOOKS, message)
+        ident = book_id(raw)
+        last = self._stream_last.get(key) if streamed else None
+        if last is not None and self.share.holds(key):
+            if message.seq <= last:
+                return False
+        else:
+            try:
+                verdict = await self.share.gate(key, ident)
+            except TransientError as exc:  # Redis away: without the gate we cannot rule out duplicates
+                log.warning("ingest_gate_failed", error=repr(exc)[:200])
+                return False
+            if verdict == 0:
+                BOOKS_UNCHANGED.labels(venue).inc()
+                return False
+            if verdict < 0:
+                return False
+        if streamed:
+            self._stream_last[key] = message.seq
+        else:
+            self._stream_last.pop(key, None)  # a poll in between: the stream's next book is gated
+        await self.services.bus.send(MD_ORDERBOOKS, message)  # returns once the broker acked
+        acked = now_ms()
+        if raw.get("timestamp"):  # the venue's own time: streamed books
+            EVENT_TO_BUS.labels(venue).observe(max(0.0, (acked - message.ts_venue_ms) / 1000))
+        if self.on_published is not None:
+            self.on_published(message, acked)
         BOOKS_PUBLISHED.labels(venue).inc()
         self.published += 1
         self._last_publish[key] = time.monotonic()

@@ -27,3 +27,7 @@ STREAM_RECONNECTS = Counter("cse_md_stream_reconnects_total",
 STREAM_LAG = Histogram("cse_md_stream_lag_seconds",
                        "Receive time minus the venue's event time of a streamed book", ["venue"],
                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+EVENT_TO_BUS = Histogram("cse_md_event_to_bus_seconds",
+                         "Venue event time of a streamed book to its acknowledgement by the broker",
+                         ["venue"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                             1, 2.5, 5))
