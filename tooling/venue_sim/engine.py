@@ -226,6 +226,19 @@ class BookObserver(Protocol):
     def traded(self, trade: Trade) -> None: ...
 
 
+class AccountObserver(Protocol):
+    """Told of each change of an account's orders as it happens, the account already
+    updated: an order accepted (its locks taken, before any fill), each fill (balances
+    moved, before the order's status is settled), and its end (FILLED, CANCELED or EXPIRED,
+    locks released). A resting order's fills on a later tick are told the same way."""
+
+    def order_created(self, order: Order) -> None: ...
+
+    def order_filled(self, order: Order, trade: Trade) -> None: ...
+
+    def order_finished(self, order: Order) -> None: ...
+
+
 class Engine:
     """Accounts, orders and fills of one venue (single-threaded: call from one event loop)."""
 
@@ -234,6 +247,8 @@ class Engine:
         self.venue = venue
         # told of every new version of a book and of every fill (the websocket streams)
         self.observer: BookObserver | None = None
+        # told of every order accepted, filled and finished (the websocket API's user data)
+        self.account_observer: AccountObserver | None = None
         self.specs = {s.id: s for s in specs}
         self.journal = journal
         self.reject_rate = reject_rate
@@ -416,6 +431,8 @@ class Engine:
             order.locked = price * qty if side == BUY else qty  # type: ignore[operator]
             acct.free[order.locked_asset] -= order.locked
             acct.locked[order.locked_asset] += order.locked
+        if self.account_observer is not None:
+            self.account_observer.order_created(order)
         book.consume(side, taken, now_ms)
         if taken and self.observer is not None:
             self.observer.book_changed(book)
@@ -487,6 +504,8 @@ class Engine:
                 "quoteQty": _plain(quote_amt), "commission": _plain(fee), "commissionAsset": fee_asset,
                 "isMaker": is_maker,
             })
+        if self.account_observer is not None:
+            self.account_observer.order_filled(order, trade)
 
     def _finish(self, order: Order, status: str, now_ms: int) -> None:
         acct = order.account
@@ -499,6 +518,8 @@ class Engine:
         acct.update_time = now_ms
         acct.open_orders.pop(order.order_id, None)
         self._resting[order.spec.id].pop(order.order_id, None)
+        if self.account_observer is not None:
+            self.account_observer.order_finished(order)
 
     def find(self, acct: Account, spec: SymbolSpec, order_id: int | None, client_id: str | None
              ) -> Order | None:

@@ -25,6 +25,8 @@ and cancellation only, before matching.
 
 Websocket market streams (``/ws``, ``/ws/<n>``, ``/stream``) are served on the same port:
 see :mod:`.stream`; ``POST /venue-sim/v1/ws/faults`` injects their faults.
+Binance's websocket API ``/ws-api/v3`` (the user data stream ccxt.pro's watch_orders,
+watch_balance and watch_my_trades subscribe to) too: see :mod:`.wsapi`.
 
 Where it differs from Binance on purpose: klines have every interval but ``1M``; the trade tapes show
 only fills of the venue's accounts; accounts trade against the simulated liquidity, never
@@ -68,6 +70,7 @@ from tooling.venue_sim.market import TrueModel, VenueEffects, VenueModel
 from tooling.venue_sim.source import INTERVALS, MarketSource, ModelSource
 from tooling.venue_sim.stream import StreamHub
 from tooling.venue_sim.symbols import SymbolSpec, fmt, fmt8, make_spec
+from tooling.venue_sim.wsapi import WsApi
 
 log = logs.get_logger("venue-sim")
 
@@ -179,6 +182,7 @@ class Venue:
         self.ticks = 0
         self.paused = False  # POST /venue-sim/v1/clock: books change only by orders meanwhile
         self.requests = 0
+        self.weight_used = 0  # request weight charged since the start, every key together
         self.in_flight = 0  # requests received and not answered yet (latency included)
         self._exchange_info: list[dict[str, Any]] = [self._symbol_info(s) for s in specs]
         self.routes: dict[str, dict[str, Endpoint]] = self._routes()
@@ -186,6 +190,8 @@ class Venue:
         self.hub = StreamHub(config, self.specs)
         self.hub.prime(self.engine.books)
         self.engine.observer = self.hub  # from now on every change of a book is streamed
+        self.ws_api = WsApi(config, self.engine, self.limiter)
+        self.engine.account_observer = self.ws_api  # and every change of an account's orders
 
     # --- the market clock --------------------------------------------------------------------------
 
@@ -228,6 +234,7 @@ class Venue:
         app = web.Application(client_max_size=256 * 1024)
         for path in ("/ws", "/ws/{name}", "/stream", "/stream/{name}"):
             app.router.add_get(path, self.hub.handle)
+        app.router.add_get("/ws-api/v3", self.ws_api.handle)  # before the catch-all
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
@@ -293,7 +300,9 @@ class Venue:
         now = now_ms()
         if not endpoint.admin:
             key = request.headers.get("X-MBX-APIKEY") or f"ip:{request.remote}"
-            ok, used, retry = self.limiter.charge(key, endpoint.weight(params), now)
+            weight = endpoint.weight(params)
+            self.weight_used += weight
+            ok, used, retry = self.limiter.charge(key, weight, now)
             extra["X-MBX-USED-WEIGHT-1M"] = str(used)
             if not ok:
                 if self.limiter.first_refusal(key):  # log once per key and minute
@@ -627,7 +636,8 @@ class Venue:
             symbols[spec.symbol] = row
         cfg = self.config
         return {"name": cfg.name, "seed": cfg.seed, "now": call.now, "ticks": self.ticks,
-                "requests": self.requests, "fills": self.engine.fills, "paused": self.paused,
+                "requests": self.requests, "weightUsed": self.weight_used,
+                "fills": self.engine.fills, "paused": self.paused,
                 "inFlight": self.in_flight - 1,  # other than this one: a client may wait for 0
                 "mode": "replay" if cfg.replay else "model", "noiseBps": cfg.noise_bps,
                 "priceOffsetBps": cfg.price_offset_bps, "lagMs": cfg.lag_ms, "symbols": symbols,
