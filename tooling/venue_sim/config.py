@@ -65,6 +65,7 @@ class VenueConfig:
     ws_message_rate: int = 5
     ws_drop_rate: float = 0.0
     ws_reorder_rate: float = 0.0
+    ws_aligned: bool = False  # every symbol's diff event at the same instant (else staggered)
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -207,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
                    help="fraction of diff events dropped (tests clients' resync)")
     p.add_argument("--ws-reorder-rate", default=0.0, type=num(float, 0, 1, "a number"),
                    help="fraction of diff events sent after the next one (tests clients' resync)")
+    p.add_argument("--ws-aligned", action="store_true",
+                   help="send every symbol's diff event at the same instant of the period (the "
+                        "bursty case); by default each symbol has its own phase")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     return p
@@ -241,7 +245,8 @@ def parse_args(argv: list[str] | None) -> VenueConfig:
         replay_start_ms=ns.replay_start_ms, order_latency_ms=ns.order_latency_ms,
         fresh_levels=ns.fresh_levels, tick_ms=ns.tick_ms, ws_ping_s=ns.ws_ping_s,
         ws_lifetime_s=ns.ws_lifetime_s, ws_message_rate=ns.ws_message_rate,
-        ws_drop_rate=ns.ws_drop_rate, ws_reorder_rate=ns.ws_reorder_rate, log_level=ns.log_level,
+        ws_drop_rate=ns.ws_drop_rate, ws_reorder_rate=ns.ws_reorder_rate, ws_aligned=ns.ws_aligned,
+        log_level=ns.log_level,
         log_format=ns.log_format,
     )
 

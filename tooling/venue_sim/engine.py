@@ -291,9 +291,11 @@ class Engine:
             self.books[symbol_id] = book
         return book
 
-    def advance(self, source: MarketSource, now_ms: int) -> None:
-        """New books from ``source`` for every symbol; resting orders they cross are filled."""
-        for spec in self.specs.values():
+    def advance(self, source: MarketSource, now_ms: int, specs: list[SymbolSpec] | None = None
+                ) -> None:
+        """New books from ``source`` for every symbol (or those of ``specs``); resting orders
+        they cross are filled."""
+        for spec in self.specs.values() if specs is None else specs:
             old = self.books.get(spec.id)
             book = source.book(spec, now_ms, (old.update_id if old else 0) + 1, prev=old)
             if book is not None:  # replay: nothing recorded yet for this symbol

@@ -62,6 +62,7 @@ log = logs.get_logger("venue-sim")
 
 CADENCES = {"100ms": 100, "1000ms": 1000}  # depth stream suffix -> milliseconds
 MAX_STREAMS = 1024  # per connection, as Binance
+SLOT_S = 0.01  # the diff timers' resolution: a period of 100 ms has 10 slots
 QUEUE_LIMIT = 10_000  # events waiting for a slow reader before it is dropped
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _encode = msgspec.json.Encoder().encode
@@ -145,6 +146,7 @@ class StreamHub:
                                         f"{low}@depth@1000ms": (spec.id, "depth", 1000),
                                         f"{low}@bookTicker": (spec.id, "bookTicker", 0),
                                         f"{low}@trade": (spec.id, "trade", 0)})
+        self._phases = {sid: i for i, sid in enumerate(specs)}  # a symbol's slot in the period
         self.subs: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self._seen: dict[str, tuple[np.ndarray, ...]] = {}  # the arrays of the last version
@@ -231,26 +233,38 @@ class StreamHub:
     # --- diff events -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send the diff events: every 100 ms for ``@100ms``, every 1000 ms for ``@depth``."""
+        """Send the diff events: every 100 ms for ``@100ms``, every 1000 ms for ``@depth``.
+
+        Each symbol keeps its own timer, at a phase of its own within the period (a tenth
+        of the symbols every 10 ms), as a venue whose symbols are served apart would;
+        ``--ws-aligned`` sends every symbol's event at once instead (the bursty case)."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         n = 0
         while True:
-            next_at += 0.1
+            next_at += SLOT_S
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if next_at < loop.time() - 0.1:
                 next_at = loop.time()  # fell behind: skip, do not burst
             n += 1
             try:
-                self.flush(100)
-                if n % 10 == 0:
-                    self.flush(1000)
+                self.flush(100, n % 10)
+                if n % 10 == 0 or not self.config.ws_aligned:
+                    self.flush(1000, n % 100)
             except Exception:
                 log.exception("stream_flush_failed")
 
-    def flush(self, cadence: int) -> None:
+    def _phase(self, sid: str, slots: int) -> int:
+        return 0 if self.config.ws_aligned else self._phases[sid] % slots
+
+    def flush(self, cadence: int, slot: int | None = None) -> None:
+        """Send the pending diff of every symbol at ``cadence`` whose phase is ``slot`` (of
+        10 for 100 ms, of 100 for 1000 ms; None: every symbol)."""
+        slots = cadence // 10
         for (sid, c), pending in list(self._pending.items()):
             if c != cadence or not (pending.bids or pending.asks):
+                continue
+            if slot is not None and self._phase(sid, slots) != slot % slots:
                 continue
             last = self._ids[sid]
             listeners = self._subscribed(sid, "depth", cadence)
