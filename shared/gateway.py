@@ -181,36 +181,29 @@ class Gateway:
         if venue not in self.specs:
             raise KeyError(f"unknown venue {venue!r}; configured: {', '.join(self.specs) or 'none'}")
         if venue not in self._clients:
-            spec = self.specs[venue]
-            creds = self.keys.get(venue)
-            timeout = self.settings.exchange_timeout_ms
-            if spec.kind == "sim":
-                key = creds["apiKey"] if creds else self.settings.sim_api_key
-                secret = creds["secret"] if creds else self.settings.sim_api_secret
-                self._clients[venue] = sim_client(spec.target, key.get_secret_value(),
-                                                  secret.get_secret_value(), timeout_ms=timeout)
-            else:
-                self._clients[venue] = real_client(spec.target, creds or {}, timeout_ms=timeout)
+            self._clients[venue] = self._new_client(venue, streaming=False)
         return self._clients[venue]
 
     def stream_client(self, venue: str) -> Any | None:
         """The venue's ccxt.pro client for its websocket streams (its own connections, apart
         from the REST client's), or None when ccxt.pro cannot stream from it."""
         if venue not in self._stream_clients:
-            spec = self.specs[venue]
-            creds = self.keys.get(venue)
-            timeout = self.settings.exchange_timeout_ms
-            if spec.kind == "sim":
-                key = creds["apiKey"] if creds else self.settings.sim_api_key
-                secret = creds["secret"] if creds else self.settings.sim_api_secret
-                client = sim_client(spec.target, key.get_secret_value(), secret.get_secret_value(),
-                                    timeout_ms=timeout, streaming=True)
-            else:
-                client = real_client(spec.target, creds or {}, timeout_ms=timeout, streaming=True)
+            client = self._new_client(venue, streaming=True)
             if client is not None and not client.has.get("watchOrderBook"):
                 client = None
             self._stream_clients[venue] = client
         return self._stream_clients[venue]
+
+    def _new_client(self, venue: str, *, streaming: bool) -> Any:
+        spec = self.specs[venue]
+        creds = self.keys.get(venue)
+        timeout = self.settings.exchange_timeout_ms
+        if spec.kind == "sim":
+            key = creds["apiKey"] if creds else self.settings.sim_api_key
+            secret = creds["secret"] if creds else self.settings.sim_api_secret
+            return sim_client(spec.target, key.get_secret_value(), secret.get_secret_value(),
+                              timeout_ms=timeout, streaming=streaming)
+        return real_client(spec.target, creds or {}, timeout_ms=timeout, streaming=streaming)
 
     async def markets(self, venue: str) -> Any:
         """The venue's client with its markets loaded (one ``load_markets`` call the first time)."""

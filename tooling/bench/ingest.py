@@ -192,19 +192,10 @@ async def event_to_opportunity(seconds: float, say: Callable[[str], None]) -> di
     """Venue event -> opportunity published, on the embedded stack."""
     from aiokafka import AIOKafkaConsumer
 
-    from tooling.devstack.supervisor import StackConfig, Supervisor
+    from tooling.bench.stack import healthy_stack
 
     with tempfile.TemporaryDirectory(prefix="cse-bench-ingest-") as tmp:
-        log = Path(tmp, "supervisor.log").open("w")  # noqa: ASYNC230 - once, before the stack starts
-        sup = Supervisor(StackConfig(run_dir=Path(tmp), api_port=None, main_metrics_port=None,
-                                     monitor_metrics_port=None), out=log)
-        task = asyncio.create_task(sup.run())
-        try:
-            deadline = time.monotonic() + 120
-            while sup.healthy_since is None:
-                if task.done() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the stack did not become healthy; see {tmp}/logs")
-                await asyncio.sleep(0.5)
+        async with healthy_stack(Path(tmp)) as sup:
             await asyncio.sleep(5)
             say(f"stack healthy; reading opportunities for {seconds:g} s")
             consumer = AIOKafkaConsumer(ARB_OPPORTUNITIES, bootstrap_servers=sup.endpoints["kafka"],
@@ -224,10 +215,6 @@ async def event_to_opportunity(seconds: float, say: Callable[[str], None]) -> di
                                 lat.append(r.timestamp - opp.ts_venue_ms)
             finally:
                 await consumer.stop()
-        finally:
-            sup.stopping.set()
-            await task
-            log.close()
     arr = np.array(lat, dtype=float)
     return {"opportunities": len(lat),
             "p50_ms": round(float(np.percentile(arr, 50)), 1) if len(arr) else None,

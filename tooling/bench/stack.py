@@ -12,11 +12,13 @@ hedges, realised PnL per outcome, and a JSON line last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +72,12 @@ def _ledgers(venues: str) -> dict[str, bool]:
     return out
 
 
-async def _run(minutes: float, say: Any, keep: Path | None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="cse-bench-stack-") as scratch:
-        tmp = str(keep) if keep is not None else scratch
-        log = Path(tmp, "supervisor.log").open("w")  # noqa: ASYNC230 - once, before the stack starts
-        config = StackConfig(run_dir=Path(tmp), api_port=None, main_metrics_port=None,
+@contextlib.asynccontextmanager
+async def healthy_stack(run_dir: Path) -> AsyncIterator[Supervisor]:
+    """The embedded stack (what `cse dev up` runs) in ``run_dir``, once every process is
+    healthy (at most 120 s); stopped on exit. Its supervisor's log is ``supervisor.log``."""
+    with Path(run_dir, "supervisor.log").open("w") as log:  # noqa: ASYNC230 - once, before it starts
+        config = StackConfig(run_dir=run_dir, api_port=None, main_metrics_port=None,
                              monitor_metrics_port=None)
         sup = Supervisor(config, out=log)
         task = asyncio.create_task(sup.run())
@@ -82,8 +85,17 @@ async def _run(minutes: float, say: Any, keep: Path | None) -> dict[str, Any]:
             deadline = time.monotonic() + 120
             while sup.healthy_since is None:
                 if task.done() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the stack did not become healthy; see {tmp}/logs")
+                    raise RuntimeError(f"the stack did not become healthy; see {run_dir}/logs")
                 await asyncio.sleep(0.5)
+            yield sup
+        finally:
+            sup.stopping.set()
+            await task
+
+
+async def _run(minutes: float, say: Any, keep: Path | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cse-bench-stack-") as scratch:
+        async with healthy_stack(keep if keep is not None else Path(scratch)) as sup:
             say(f"stack healthy; trading for {minutes:g} min")
             started = time.monotonic()
             end = started + minutes * 60
@@ -97,10 +109,6 @@ async def _run(minutes: float, say: Any, keep: Path | None) -> dict[str, Any]:
             reports = await _executions(sup.endpoints["kafka"])
             conserved = _ledgers(sup.endpoints["venues"])
             restarts = {c.spec.name: c.restarts for c in sup.children if c.restarts}
-        finally:
-            sup.stopping.set()
-            await task
-            log.close()
     arb = [r for r in reports if r.source in ("arbitrage", "hedge") and not r.dry_run]
     latest = {r.client_order_id: r for r in arb}  # the last report of each order
     traded = sum(outcomes[o] for o in TRADED)

@@ -114,6 +114,7 @@ class Ingest:
         self.streamed_venues = [v for v in gateway.venues if self._streams(v)]
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._heard: dict[str, float] = {}  # pair -> monotonic time of its stream's last book
+        self._started: dict[str, float] = {}  # pair -> when its current watcher started
         self._down: set[str] = set()  # streamed pairs whose stream failed and is not back
         self._last_publish: dict[str, float] = {}
         self._stream_last: dict[str, int] = {}  # pair -> update id of its last streamed book
@@ -180,8 +181,8 @@ class Ingest:
                 BOOK_AGE.labels(venue).set(max(0.0, (now - self._freshest[venue]) / 1000))
             owned = [p for p in self.share.owned if p.startswith(venue + "|")]
             if venue in self.streamed_venues:
-                polled = [p for p in owned if not self._stream_ok(p)]
-                PAIRS_STREAMING.labels(venue).set(len(owned) - len(polled))
+                polled = [p for p in owned if self._needs_poll(p)]
+                PAIRS_STREAMING.labels(venue).set(sum(1 for p in owned if self._stream_ok(p)))
                 PAIRS_POLLED.labels(venue).set(len(polled))
                 STREAM_UP.labels(venue).set(0 if polled else 1)
             else:
@@ -196,9 +197,9 @@ class Ingest:
             if venue not in self.streamed_venues:
                 out[venue] = {"mode": "poll", "streaming": [], "polled": owned}
                 continue
-            polled = [s for s in owned if not self._stream_ok(pair_key(venue, s))]
-            out[venue] = {"mode": "stream", "streaming": [s for s in owned if s not in polled],
-                          "polled": polled}
+            out[venue] = {"mode": "stream",
+                          "streaming": [s for s in owned if self._stream_ok(pair_key(venue, s))],
+                          "polled": [s for s in owned if self._needs_poll(pair_key(venue, s))]}
         return out
 
     # --- streams ------------------------------------------------------------------------------
@@ -209,6 +210,15 @@ class Ingest:
         return pair not in self._down and heard is not None and \
             time.monotonic() - heard < self.settings.stream_stale_s
 
+    def _needs_poll(self, pair: str) -> bool:
+        """A streamed pair to poll: its stream failed, or has not delivered within the stale
+        time (since it started, or since its last book)."""
+        if self._stream_ok(pair):
+            return False
+        started = self._started.get(pair)
+        return pair in self._down or started is None or \
+            time.monotonic() - started >= self.settings.stream_stale_s
+
     def _start_watchers(self, stopping: asyncio.Event) -> None:
         for pair in self.share.owned:
             venue, symbol = pair.split("|", 1)
@@ -218,7 +228,7 @@ class Ingest:
             if task is None or task.done():
                 if task is not None and not task.cancelled() and task.exception() is not None:
                     log.error("ingest_watcher_died", pair=pair, error=repr(task.exception())[:300])
-                self._heard.setdefault(pair, time.monotonic())  # give it the stale time to start
+                self._started[pair] = time.monotonic()  # it has the stale time to deliver
                 self._watchers[pair] = asyncio.create_task(self._watch(venue, symbol, stopping),
                                                            name=f"watch-{pair}")
 
@@ -277,7 +287,7 @@ class Ingest:
         while not stopping.is_set():
             started = time.monotonic()
             mine = [s for s in symbols if pair_key(venue, s) in self.share.owned
-                    and not (streamed and self._stream_ok(pair_key(venue, s)))]
+                    and (not streamed or self._needs_poll(pair_key(venue, s)))]
             if mine:
                 await asyncio.gather(*(self.poll(venue, s) for s in mine))
             elapsed = time.monotonic() - started

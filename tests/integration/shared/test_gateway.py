@@ -33,7 +33,7 @@ def limited(venue_sim_logs: Path) -> Iterator[SimVenue]:
 
 @pytest.fixture(scope="module")
 def slow(venue_sim_logs: Path) -> Iterator[SimVenue]:
-    venue = start_venue(venue_sim_logs, "gw-slow", args=["--latency-ms", "1000"])
+    venue = start_venue(venue_sim_logs, "gw-slow", args=["--latency-ms", "500"])
     yield venue
     venue.stop()
 
@@ -85,10 +85,10 @@ async def test_a_burst_over_the_weight_limit_cools_down_instead_of_hammering(lim
 
 
 async def test_timeouts_never_place_an_order_twice(slow: SimVenue) -> None:
-    # replies take 0.5-1.5 s and the client gives up after 1 s: about half the orders are
-    # placed but their answer is lost; the gateway must find them instead of re-sending
+    # replies take 0.25-0.75 s and the client gives up after 0.5 s: about half the orders
+    # are placed but their answer is lost; the gateway must find them instead of re-sending
     settings = VenueSettings(venues=f"gw-slow={slow.url}", symbols="BTC/USDT",
-                             exchange_timeout_ms=1000, exchange_retries=12)
+                             exchange_timeout_ms=500, exchange_retries=12)
     async with Gateway(settings) as gw:
         await gw.call("gw-slow", "load_markets")
         ids = [f"gw-slow-{i}" for i in range(10)]  # P(no timeout at all) = 0.5**10

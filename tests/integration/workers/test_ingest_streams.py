@@ -90,17 +90,17 @@ async def test_streams_by_default_with_rest_for_snapshots_only(
         await eventually(lambda: streaming(ingest), 15, "both pairs streaming")
         weight_before, since = venue.state()["weightUsed"], time.time() * 1000
         published_before = ingest.published
-        await asyncio.sleep(3)
+        await asyncio.sleep(2)
         weight = venue.state()["weightUsed"] - weight_before
         published = ingest.published - published_before
         assert value(STREAM_UP, VENUE) == 1
     assert weight == 0, f"REST weight {weight} used while streaming (snapshots were taken before)"
     # the venue ticks every 200 ms: about 5 changes a second per pair, each published once
-    assert published >= 2 * 3 * 3, published
+    assert published >= 2 * 3 * 2, published
     books = await books_since(kafka_settings.bootstrap_servers, since)
     for symbol in SYMBOLS:
         seqs = [b.seq for b in books if b.symbol == symbol]
-        assert seqs == sorted(set(seqs)) and len(seqs) >= 9, "each version once, in order"
+        assert seqs == sorted(set(seqs)) and len(seqs) >= 6, "each version once, in order"
     assert all(0 <= b.ts_recv_ms - b.ts_venue_ms < 1000 for b in books), "the venue's event time"
     assert all(len(b.bids) == 20 and b.bids[0][0] < b.asks[0][0] for b in books)
 
