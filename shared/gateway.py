@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import ccxt
 import ccxt.async_support as ccxt_async
-import ccxt.pro as ccxt_pro
 from pydantic import SecretStr
 
 from shared import metrics
@@ -74,6 +73,14 @@ def point_binance_at(exchange: Any, base_url: str) -> None:
                         old[name] = {k: ws_base + "/ws-api/v3" for k in value}
 
 
+def _pro() -> Any:
+    """ccxt.pro, imported when a streaming client is first made (workers that never stream
+    do not pay for its import)."""
+    import ccxt.pro
+
+    return ccxt.pro
+
+
 def sim_client(base_url: str, api_key: str | None = None, secret: str | None = None,
                *, timeout_ms: int = 10_000, rate_limit: bool = False, streaming: bool = False) -> Any:
     """A ``ccxt.async_support.binance`` (``ccxt.pro.binance`` if ``streaming``) talking to a
@@ -98,7 +105,7 @@ def sim_client(base_url: str, api_key: str | None = None, secret: str | None = N
         config["apiKey"] = api_key
     if secret is not None:
         config["secret"] = secret
-    exchange = ccxt_pro.binance(config) if streaming else ccxt_async.binance(config)
+    exchange = _pro().binance(config) if streaming else ccxt_async.binance(config)
     point_binance_at(exchange, base_url)
     return _typed_duplicates(exchange)
 
@@ -107,7 +114,7 @@ def real_client(ccxt_id: str, credentials: dict[str, SecretStr], *, timeout_ms: 
                 streaming: bool = False) -> Any:
     """A ccxt client for a real exchange, with ccxt's own rate limiter on (``streaming``: its
     ccxt.pro client, None if ccxt.pro has none)."""
-    cls = getattr(ccxt_pro if streaming else ccxt_async, ccxt_id, None)
+    cls = getattr(_pro() if streaming else ccxt_async, ccxt_id, None)
     if cls is None:
         return None
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}

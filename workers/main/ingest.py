@@ -118,6 +118,9 @@ class Ingest:
         self._down: set[str] = set()  # streamed pairs whose stream failed and is not back
         self._last_publish: dict[str, float] = {}
         self._stream_last: dict[str, int] = {}  # pair -> update id of its last streamed book
+        self._publishing = 0  # watchers in the middle of publishing a book
+        self._idle = asyncio.Event()  # set while none is
+        self._idle.set()
         # told of each book the broker acknowledged, with the ack time (the ingest bench)
         self.on_published: Callable[[OrderBook, int], None] | None = None
 
@@ -154,6 +157,10 @@ class Ingest:
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):  # failed while finishing: said, not raised over
                     log.warning("ingest_stop_failed", error=repr(outcome)[:200])
+            # a watcher publishing a book finishes it (a book sent is a book counted); then
+            # the watchers, all waiting for their next book, are cancelled
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
             watchers = list(self._watchers.values())
             for w in watchers:
                 w.cancel()
@@ -264,7 +271,14 @@ class Ingest:
                 venue_ts = raw.get("timestamp")
                 if venue_ts:
                     STREAM_LAG.labels(venue).observe(max(0.0, (received - venue_ts) / 1000))
-                await self.publish(venue, symbol, raw, received, streamed=True)
+                self._publishing += 1
+                self._idle.clear()
+                try:
+                    await self.publish(venue, symbol, raw, received, streamed=True)
+                finally:
+                    self._publishing -= 1
+                    if not self._publishing:
+                        self._idle.set()
                 if min_gap:
                     wait = self._last_publish.get(pair, 0.0) + min_gap - time.monotonic()
                     if wait > 0:

@@ -163,14 +163,14 @@ async def test_ccxt_pro_keeps_the_venues_book_through_thousands_of_diffs_and_fil
     async with following(fast) as follower:
         stop = asyncio.Event()
         trader = asyncio.create_task(trade(fast, stop, counts))
-        await asyncio.sleep(9)
+        await asyncio.sleep(7)
         stop.set()
         await trader
         checked = await assert_books_equal_at_rest(fast, follower, take=1.2)
         assert not follower.errors, f"no resync without a fault: {dict(follower.errors)}"
     fills = fast.state()["fills"] - fills_before
     versions = checked - start_ids
-    assert versions >= 2400, f"only {versions} book versions streamed"
+    assert versions >= 2000, f"only {versions} book versions streamed"
     assert follower.updates >= 500, follower.updates
     assert counts["market"] >= 20 and fills >= 20, (counts, fills)
 
