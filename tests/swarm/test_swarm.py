@@ -311,8 +311,12 @@ def test_scale_arbitrage_to_five_and_back(cluster: Cluster) -> None:
              interval_s=POLL_S)
 
     def members_with_partitions() -> int:
+        try:
+            texts = cluster.metrics("arbitrage-worker", 9003)
+        except AssertionError:  # a task Swarm calls running whose worker is not listening yet
+            return 0
         per_member = [metric_sum([t], "cse_bus_partitions_assigned", group="arbitrage-executor")
-                      for t in cluster.metrics("arbitrage-worker", 9003)]
+                      for t in texts]
         return sum(1 for n in per_member if n > 0) if sum(per_member) == 6 else 0
 
     print(f"5/5 after {time.monotonic() - started:.0f}s")
