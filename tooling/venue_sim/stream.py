@@ -52,6 +52,7 @@ from aiohttp import WSMsgType, web
 
 from shared import logs
 from tooling.venue_sim.book import Book, side_changes
+from tooling.venue_sim.symbols import fmt
 
 if TYPE_CHECKING:
     from tooling.venue_sim.config import VenueConfig
@@ -147,6 +148,10 @@ class StreamHub:
                                         f"{low}@bookTicker": (spec.id, "bookTicker", 0),
                                         f"{low}@trade": (spec.id, "trade", 0)})
         self._phases = {sid: i for i, sid in enumerate(specs)}  # a symbol's slot in the period
+        # (symbol, kind, cadence) -> its stream names, built once (asked on every book change)
+        self._names: dict[tuple[str, str, int], list[str]] = {}
+        for name, (sid, kind, cadence) in self.by_stream_name.items():
+            self._names.setdefault((sid, kind, cadence if kind == "depth" else 0), []).append(name)
         self.subs: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self._seen: dict[str, tuple[np.ndarray, ...]] = {}  # the arrays of the last version
@@ -164,11 +169,8 @@ class StreamHub:
     # --- what the engine tells -----------------------------------------------------------------
 
     def _subscribed(self, symbol: str, kind: str, cadence: int = 0) -> list[tuple[str, set[Connection]]]:
-        low = symbol.lower()
-        names = {"depth": [f"{low}@depth", f"{low}@depth@1000ms"] if cadence == 1000 else
-                 [f"{low}@depth@100ms"], "bookTicker": [f"{low}@bookTicker"],
-                 "trade": [f"{low}@trade"]}[kind]
-        return [(n, self.subs[n]) for n in names if self.subs.get(n)]
+        """The symbol's streams of ``kind`` (at ``cadence``) that have subscribers."""
+        return [(n, group) for n in self._names[(symbol, kind, cadence)] if (group := self.subs.get(n))]
 
     def prime(self, books: dict[str, Book]) -> None:
         """Start every symbol's chain at its current book (before any client connects)."""
@@ -186,18 +188,19 @@ class StreamHub:
         old = self._seen[sid]
         self._seen[sid] = (book.bid_px, book.bid_qty, book.ask_px, book.ask_qty)
         self._ids[sid] = book.update_id
+        changes: tuple[dict[int, int], dict[int, int]] | None = None  # computed once, if wanted
         for cadence in (100, 1000):
             if not self._subscribed(sid, "depth", cadence):
                 # nobody listens: the next event starts after this version, so a subscriber's
                 # chain is gap-free from the moment it subscribes
                 self._pending[(sid, cadence)] = _Pending(book.update_id + 1)
                 continue
+            if changes is None:
+                changes = (_changes(old[0], old[1], book.bid_px, book.bid_qty),
+                           _changes(old[2], old[3], book.ask_px, book.ask_qty))
             pending = self._pending[(sid, cadence)]
-            for new_px, new_qty, old_px, old_qty, into in (
-                    (book.bid_px, book.bid_qty, old[0], old[1], pending.bids),
-                    (book.ask_px, book.ask_qty, old[2], old[3], pending.asks)):
-                px, qty = side_changes(old_px, old_qty, new_px, new_qty)
-                into.update(zip(px.tolist(), qty.tolist(), strict=True))
+            pending.bids.update(changes[0])
+            pending.asks.update(changes[1])
         self._book_ticker(book)
 
     def _book_ticker(self, book: Book) -> None:
@@ -221,8 +224,6 @@ class StreamHub:
         listeners = self._subscribed(trade.symbol, "trade")
         if not listeners:
             return
-        from tooling.venue_sim.symbols import fmt
-
         event = _encode({"e": "trade", "s": trade.symbol, "t": trade.id,
                          "p": fmt(trade.price), "q": fmt(trade.qty), "T": trade.time,
                          "m": trade.buyer_is_maker, "M": True})
@@ -507,6 +508,12 @@ def _parse_request(doc: Any) -> tuple[str, list[Any]]:
 
 def _reply(result: Any, rid: Any) -> str:
     return _encode({"result": result, "id": rid}).decode()
+
+
+def _changes(old_px: np.ndarray, old_qty: np.ndarray, new_px: np.ndarray, new_qty: np.ndarray
+             ) -> dict[int, int]:
+    px, qty = side_changes(old_px, old_qty, new_px, new_qty)
+    return dict(zip(px.tolist(), qty.tolist(), strict=True))
 
 
 def _error(code: int, msg: str, rid: Any) -> str:

@@ -331,14 +331,13 @@ class Ingest:
             return False
         key = pair_key(venue, symbol)
         message = to_message(venue, symbol, raw, received, self.settings.depth)
-        ident = book_id(raw)
         last = self._stream_last.get(key) if streamed else None
         if last is not None and self.share.holds(key):
             if message.seq <= last:
                 return False
         else:
             try:
-                verdict = await self.share.gate(key, ident)
+                verdict = await self.share.gate(key, book_id(raw))
             except TransientError as exc:  # Redis away: without the gate we cannot rule out duplicates
                 log.warning("ingest_gate_failed", error=repr(exc)[:200])
                 return False
