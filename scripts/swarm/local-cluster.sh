@@ -164,10 +164,22 @@ EOF
   die "the registry did not answer at $REGISTRY; see $STATE_DIR/registry.log"
 }
 
+# swarm_state NAME: the engine's own view of its swarm membership (inactive, pending, active,
+# error, locked).
+swarm_state() { d "$1" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown; }
+
 form_swarm() {
   local state token spec name addr tier id
-  state=$(d manager info --format '{{.Swarm.LocalNodeState}}')
-  if [ "$state" != active ]; then
+  state=$(swarm_state manager)
+  # A run that was killed leaves swarm state on the engines' data roots: a manager that
+  # cannot act as one (pending, error, locked) would refuse `swarm init` with "already part
+  # of a swarm", so it leaves that swarm first.
+  if [ "$state" = active ] && ! d manager node ls -q >/dev/null 2>&1; then state=stale; fi
+  if [ "$state" != active ] && [ "$state" != inactive ]; then
+    log "manager holds stale swarm state ($state): leaving it"
+    d manager swarm leave --force >/dev/null 2>&1 || true
+  fi
+  if [ "$(swarm_state manager)" != active ]; then
     log "swarm init on the manager ($MANAGER_IP)"
     d manager swarm init --advertise-addr "$MANAGER_IP" --listen-addr "$MANAGER_IP:2377" \
       --default-addr-pool "$ADDR_POOL" >/dev/null
@@ -176,13 +188,41 @@ form_swarm() {
   for spec in "${NODES[@]}"; do
     IFS='|' read -r name addr tier <<<"$spec"
     [ "$name" = manager ] && continue
-    if [ "$(d "$name" info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
-      log "node $name joins the swarm"
-      d "$name" swarm join --token "$token" --advertise-addr "$addr" "$MANAGER_IP:2377" >/dev/null
+    state=$(swarm_state "$name")
+    if [ "$state" != inactive ]; then
+      # Still a member of this swarm (an engine restarted under a kept manager)? Otherwise
+      # it belongs to an earlier swarm, which it leaves before joining this one.
+      id=$(d "$name" info --format '{{.Swarm.NodeID}}')
+      if [ -n "$id" ] && d manager node inspect "$id" >/dev/null 2>&1; then
+        wait_node_ready "$id" && continue
+      fi
+      log "node $name holds stale swarm state ($state): leaving it"
+      d "$name" swarm leave --force >/dev/null 2>&1 || true
     fi
+    log "node $name joins the swarm"
+    d "$name" swarm join --token "$token" --advertise-addr "$addr" "$MANAGER_IP:2377" >/dev/null
+  done
+  for spec in "${NODES[@]}"; do
+    IFS='|' read -r name addr tier <<<"$spec"
+    [ "$name" = manager ] && continue
     id=$(d "$name" info --format '{{.Swarm.NodeID}}')
     d manager node update --label-add "tier=$tier" "$id" >/dev/null
   done
+  # Nodes an earlier swarm state remembers but that left it: out of the list, so that
+  # placement and `node ls` show only the four engines.
+  for id in $(d manager node ls --filter role=worker --format '{{.ID}} {{.Status}}' | awk '$2 == "Down" {print $1}'); do
+    d manager node rm --force "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# wait_node_ready ID: a member engine that restarted reconnects within seconds.
+wait_node_ready() {
+  local _
+  for _ in $(seq 1 50); do
+    [ "$(d manager node inspect "$1" --format '{{.Status.State}}' 2>/dev/null)" = ready ] && return 0
+    sleep 0.2
+  done
+  return 1
 }
 
 do_up() {
