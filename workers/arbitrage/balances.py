@@ -16,14 +16,23 @@ One view for every replica, exact between venue reads:
   difference between the view and the venue is counted
   (``cse_arb_balance_disagreements_total``) and logged.
 
+* **Others' fills arrive on the account stream.** Where the venue has one through ccxt.pro
+  (Binance's user data stream: ``watch_my_trades``), every replica follows it
+  (:meth:`BalanceBook.follow`) and applies each fill of an order the arbitrage did not place
+  (the rebalancer's, an operator's: client ids not starting with :data:`OWN_ORDER_PREFIX`) the
+  moment the venue reports it — once per venue trade id, and only if the trade is newer than
+  the venue time of the last read that replaced the view (a read already counted older ones).
+  The arbitrage's own fills are applied from the venues' answers, as above, never twice.
+
 Each replica also keeps a local copy (free minus live reservations, refreshed every
 ``refresh_s`` and after its own fills) for sizing opportunities during detection, where
 a Redis round trip per book would cost too much; the execution re-checks against Redis.
 
-Keys, under the prefix: ``arb:bal:<venue>`` (asset → free, ``_epoch``, ``_ts``),
-``arb:inflight:<venue>`` (client id → expiry ms), ``arb:applied:<venue>`` (client id →
-ms), ``arb:res:<venue>`` (``<asset>|<opportunity>`` → ``amount|expiry ms``) and the
-read lease ``arb:balread:<venue>``.
+Keys, under the prefix: ``arb:bal:<venue>`` (asset → free, ``_epoch``, ``_ts``,
+``_rt``: the venue time of the view's last read), ``arb:inflight:<venue>`` (client id →
+expiry ms), ``arb:applied:<venue>`` (client id, or ``t:<trade id>`` of a streamed fill →
+ms), ``arb:res:<venue>`` (``<asset>|<opportunity>`` → ``amount|expiry ms``) and the read
+lease ``arb:balread:<venue>``.
 """
 
 from __future__ import annotations
@@ -35,19 +44,22 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import ccxt
 import redis.asyncio as aioredis
 
+from shared.backoff import Backoff
 from shared.errors import CseError, TransientError
 from shared.gateway import Gateway
 from shared.logs import get_logger
 from shared.messages import split_symbol
 from shared.rediskeys import DEFAULT_PREFIX, RedisKeys
-from workers.arbitrage.metrics import DISAGREEMENTS, READS, VIEW_AGE
+from workers.arbitrage.metrics import DISAGREEMENTS, READS, STREAM_FILLS, STREAM_UP, VIEW_AGE
 
 log = get_logger("arbitrage.balances")
 
 APPLIED_KEEP_MS = 86_400_000  # remember applied client ids for a day
 TOLERANCE = 1e-9  # relative, plus the same absolute: float noise between the view and the venue
+OWN_ORDER_PREFIX = "cse"  # the arbitrage's client order ids (execute.leg_ids, cycle_ids)
 
 # KEYS: bal, inflight  ARGV: client ids..., then the expiry ms last
 _BEGIN = """
@@ -88,7 +100,8 @@ end
 return {tonumber(redis.call('HGET', KEYS[1], '_epoch') or '0'), flying}
 """
 
-# KEYS: bal, inflight, applied  ARGV: epoch seen, now ms, tolerance, applied keep ms, json {asset: free}
+# KEYS: bal, inflight, applied  ARGV: epoch seen, now ms, tolerance, applied keep ms, json {asset: free},
+# the venue's time of the balance read (0: unknown)
 # Returns 'busy' (a fill moved the view meanwhile, or an order is in flight) or a JSON list of
 # [asset, view, venue] that disagreed; the view is replaced either way unless busy.
 _READ_FINISH = """
@@ -122,6 +135,9 @@ for asset, free in pairs(fresh) do
   redis.call('HSET', KEYS[1], asset, free)
 end
 redis.call('HSET', KEYS[1], '_ts', ARGV[2])
+if tonumber(ARGV[6]) > tonumber(redis.call('HGET', KEYS[1], '_rt') or '0') then
+  redis.call('HSET', KEYS[1], '_rt', ARGV[6])
+end
 redis.call('HINCRBY', KEYS[1], '_epoch', 1)
 local applied = redis.call('HGETALL', KEYS[3])
 for i = 1, #applied, 2 do
@@ -130,6 +146,31 @@ for i = 1, #applied, 2 do
   end
 end
 return cjson.encode(diff)
+"""
+
+# KEYS: bal, applied  ARGV: client id, 't:' trade id, trade venue time ms, now ms, then asset, delta
+# pairs. A fill seen on the account stream: 'own' (the arbitrage's order: applied from the venue's
+# answer), 'unknown' (the view was never read), 'seen' (this trade was applied), 'read' (the
+# last read came after it and counted it) or 'applied'.
+_STREAMED = """
+if string.sub(ARGV[1], 1, #ARGV[5]) == ARGV[5] and #ARGV[5] > 0 then
+  return 'own'
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'unknown'
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return 'seen'
+end
+if tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], '_rt') or '0') then
+  return 'read'
+end
+for i = 6, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('HINCRBY', KEYS[1], '_epoch', 1)
+return 'applied'
 """
 
 # Reserve for one opportunity, all or nothing, as much of ``quantity`` as every venue allows.
@@ -205,6 +246,20 @@ def order_deltas(order: dict[str, Any], symbol: str) -> dict[str, float]:
     return out
 
 
+def trade_deltas(trade: dict[str, Any]) -> dict[str, float]:
+    """What one fill (a ccxt trade) did to the account, per asset, its fee included."""
+    base, quote = split_symbol(trade["symbol"])
+    amount = float(trade.get("amount") or 0.0)
+    cost = trade.get("cost")
+    cost = float(cost) if cost is not None else amount * float(trade.get("price") or 0.0)
+    buy = trade.get("side") == "buy"
+    out = {base: amount if buy else -amount, quote: -cost if buy else cost}
+    fee = trade.get("fee") or {}
+    if fee.get("cost") and fee.get("currency"):
+        out[fee["currency"]] = out.get(fee["currency"], 0.0) - float(fee["cost"])
+    return out
+
+
 class BalanceBook:
     """See the module docstring."""
 
@@ -223,6 +278,7 @@ class BalanceBook:
         self._read_finish = client.register_script(_READ_FINISH)
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
+        self._streamed = client.register_script(_STREAMED)
 
     def _keys(self, venue: str) -> tuple[str, str, str, str]:
         return self.keys.arb_balances(venue)
@@ -335,7 +391,7 @@ class BalanceBook:
         now = int(time.time() * 1000)
         verdict = await self._read_finish(keys=[bal, flying, applied],
                                           args=[int(epoch), now, TOLERANCE, APPLIED_KEEP_MS,
-                                                json.dumps(fresh)])
+                                                json.dumps(fresh), int(balance.get("timestamp") or 0)])
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if verdict == "busy":
             READS.labels(venue, "busy").inc()
@@ -348,6 +404,73 @@ class BalanceBook:
             log.warning("balance_disagreement", venue=venue,
                         assets={a: {"view": v, "venue": x} for a, v, x in diff})
         return "applied"
+
+    # --- the account stream ---------------------------------------------------------------------
+
+    async def apply_streamed(self, venue: str, trade: dict[str, Any]) -> str:
+        """Apply one fill the venue's account stream reported (see ``_STREAMED`` for the
+        answers) and count it."""
+        info = trade.get("info") or {}
+        client_id = str(trade.get("clientOrderId") or info.get("c") or "")
+        deltas = trade_deltas(trade)
+        bal, _flying, applied, _res = self._keys(venue)
+        args: list[Any] = [client_id, f"t:{trade['id']}", int(trade.get("timestamp") or 0),
+                           int(time.time() * 1000), OWN_ORDER_PREFIX]
+        for asset, delta in deltas.items():
+            args += [asset, repr(delta)]
+        result = await self._streamed(keys=[bal, applied], args=args)
+        result = result.decode() if isinstance(result, bytes) else str(result)
+        STREAM_FILLS.labels(venue, result).inc()
+        if result == "applied":
+            mine = self.local.get(venue)
+            if mine is not None:
+                for asset, delta in deltas.items():
+                    mine[asset] = mine.get(asset, 0.0) + delta
+            log.info("balance_streamed_fill", venue=venue, symbol=trade.get("symbol"),
+                     side=trade.get("side"), amount=trade.get("amount"), client_order_id=client_id,
+                     deltas=deltas)
+        return result
+
+    async def follow(self, gateway: Gateway, venue: str, stopping: asyncio.Event) -> None:
+        """Follow the venue's account stream (``watch_my_trades`` through ccxt.pro) and apply
+        the fills it reports; reconnect with backoff while it fails. Returns at once when the
+        venue has no such stream."""
+        client = gateway.stream_client(venue)
+        if client is None or not client.has.get("watchMyTrades"):
+            log.info("balance_stream_unavailable", venue=venue)
+            return
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        up = False
+        while not stopping.is_set():
+            try:
+                if not up:
+                    # the subscription confirmed before watching: fills reported before its
+                    # reply would not reach the watch
+                    await client.authenticate()
+                    up = True
+                    STREAM_UP.labels(venue).set(1)
+                    log.info("balance_stream_up", venue=venue)
+                trades = await client.watch_my_trades()
+            except (ccxt.BaseError, KeyError, OSError) as exc:
+                # ccxt raises KeyError for a refused user data subscription, not an ExchangeError
+                STREAM_UP.labels(venue).set(0)
+                up = False
+                delay = backoff.next()
+                log.warning("balance_stream_down", venue=venue, retry_in_s=round(delay, 2),
+                            error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                continue
+            backoff.reset()
+            for trade in trades:
+                try:
+                    await self.apply_streamed(venue, trade)
+                except TransientError as exc:  # Redis away: the next read reconciles
+                    log.warning("balance_streamed_fill_lost", venue=venue, trade=trade.get("id"),
+                                error=str(exc)[:200])
+
+    async def follow_all(self, gateway: Gateway, stopping: asyncio.Event) -> None:
+        await asyncio.gather(*(self.follow(gateway, venue, stopping) for venue in self.venues))
 
     async def run(self, gateway: Gateway, stopping: asyncio.Event) -> None:
         """Read each venue every ``read_interval_s`` (one replica per venue and interval, a

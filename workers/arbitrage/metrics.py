@@ -37,3 +37,8 @@ READS = Counter("cse_arb_balance_reads_total", "Balance reads by result (applied
                 ["venue", "result"])
 VIEW_AGE = Gauge("cse_arb_balance_view_age_seconds", "Time since the venue's balance was last read",
                  ["venue"])
+STREAM_UP = Gauge("cse_arb_balance_stream_up",
+                  "1 while the venue's account stream (fills of others' orders) is followed", ["venue"])
+STREAM_FILLS = Counter("cse_arb_balance_stream_fills_total",
+                       "Fills reported by the account stream, by what the view did with them "
+                       "(applied, own, seen, read, unknown)", ["venue", "result"])

@@ -26,6 +26,7 @@ class ArbitrageParams(SettingsPart):
     stale_ms: int = Field(3000, ge=1, le=600_000, description="a book older than this never trades")
     hedge_max_loss_bps: float = Field(50.0, ge=0, le=5000)
     balance_interval_s: float = Field(5.0, gt=0, le=3600, description="venue balance reads")
+    balance_stream: bool = Field(True, description="apply others' fills from each venue's account stream")
     refresh_ms: int = Field(100, ge=0, le=600_000,
                             description="books older than this are fetched again before an execution")
     triangular: bool = False

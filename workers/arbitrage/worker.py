@@ -10,8 +10,9 @@ Each replica runs two consumer-group members:
   opportunity redelivered and settled by another.
 
 Balances for sizing and for reservations come from the shared balance view in Redis
-(:mod:`workers.arbitrage.balances`): moved by every fill the moment it happens and
-reconciled with the venues every ``CSE_ARB_BALANCE_INTERVAL_S``.
+(:mod:`workers.arbitrage.balances`): moved by every fill the moment it happens (its own from
+the venues' answers, others' from each venue's account stream) and reconciled with the
+venues every ``CSE_ARB_BALANCE_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ async def run(ctx: WorkerContext, settings: ArbitrageSettings) -> None:
         ctx.background(triangular(ctx, settings, services, sizing), "triangular")
     if gateway.venues and not p.dry_run:
         ctx.background(balances.run(gateway, ctx.stopping), "balances")
+        if p.balance_stream:
+            ctx.background(balances.follow_all(gateway, ctx.stopping), "balance-streams")
 
         async def balances_known() -> bool:
             return balances.ready

@@ -1,6 +1,7 @@
 """The executor in process, against real venue-sims, the real Redis (behind a failing proxy
 when asked) and the real broker: balances moved by fills, never spent twice, reads that
-reconcile, and Redis failing at every single step of an execution.
+reconcile, others' fills from the account stream, and Redis failing at every single step of
+an execution.
 
 The two venues share a price model and sit 80 bps below (x) and above (y) it, so buying
 on x and selling on y is a real spread whatever the model does.
@@ -8,6 +9,8 @@ on x and selling on y is a real spread whatever the model does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,11 +30,11 @@ from tests.conftest import NotYet, eventually
 from tests.integration.conftest import SimVenue, sim_gateway, start_venue
 from tests.integration.redis_proxy import RedisProxy
 from tests.metric_values import value
-from workers.arbitrage.balances import BalanceBook
+from workers.arbitrage.balances import BalanceBook, trade_deltas
 from workers.arbitrage.detect import CrossVenueDetector, DetectorConfig
 from workers.arbitrage.execute import ExecutionPolicy, Executor, leg_ids
 from workers.arbitrage.ledger import ExecutionLedger
-from workers.arbitrage.metrics import DISAGREEMENTS
+from workers.arbitrage.metrics import DISAGREEMENTS, STREAM_FILLS, STREAM_UP
 
 pytestmark = pytest.mark.slow
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -181,6 +184,81 @@ async def test_a_read_waits_while_an_order_is_in_flight(rig: Rig) -> None:
     assert await book.read(rig.gateway, "exe-x") == "busy"
     await book.apply("exe-x", "test-in-flight", None, BTC)
     assert await book.read(rig.gateway, "exe-x") == "applied"
+
+
+@contextlib.asynccontextmanager
+async def following(rig: Rig, venue: str) -> AsyncIterator[BalanceBook]:
+    """A balance view following the venue's account stream, subscribed."""
+    book = BalanceBook(rig.direct, rig.gateway.venues, prefix=rig.prefix)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(book.follow(rig.gateway, venue, stopping))
+    try:
+        await eventually(lambda: value(STREAM_UP, venue) == 1 or task.done(), 10, "the account stream up")
+        assert not task.done(), task
+        yield book
+    finally:
+        stopping.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_others_fills_reach_the_view_from_the_account_stream_once(rig: Rig) -> None:
+    """A fill of an order the arbitrage did not place (as the rebalancer's) moves the view
+    within moments, without a read; the arbitrage's own fills, also on the stream, are not
+    applied twice; a later read finds nothing to correct."""
+    async with following(rig, "exe-x"):
+        before = {r: value(STREAM_FILLS, "exe-x", r) for r in ("applied", "own")}
+        order = await rig.gateway.call("exe-x", "create_order", BTC, "market", "buy", 0.003, None,
+                                       {"clientOrderId": f"rb-test-{uuid.uuid4().hex[:8]}"})
+        assert order["filled"] == 0.003 and order["trades"]
+
+        async def view_is_venue() -> bool:
+            mine, theirs = await view(rig, "exe-x"), await venue_free(rig, "exe-x")
+            return all(abs(mine.get(a, 0.0) - theirs.get(a, 0.0)) <= 1e-9 * (1 + abs(theirs.get(a, 0.0)))
+                       for a in set(mine) | set(theirs))
+
+        await eventually(view_is_venue, 5, "the rebalancer-like fill in the view, without a read")
+        assert value(STREAM_FILLS, "exe-x", "applied") == before["applied"] + len(order["trades"])
+
+        executor = rig.executor()
+        opp = await opportunity(rig)
+        await executor.handle(opp)
+        assert await outcome(rig, opp.id) == "both_legs"
+        await eventually(lambda: value(STREAM_FILLS, "exe-x", "own") > before["own"], 5,
+                         "the arbitrage's own fill reported on the stream")
+        assert value(STREAM_FILLS, "exe-x", "applied") == before["applied"] + len(order["trades"])
+        assert await view_is_venue()
+    disagreements = value(DISAGREEMENTS, "exe-x")
+    assert await executor.balances.read(rig.gateway, "exe-x") == "applied"
+    assert value(DISAGREEMENTS, "exe-x") == disagreements
+
+
+async def test_a_streamed_fill_the_last_read_counted_is_not_applied_again(rig: Rig) -> None:
+    """A fill reported late, after a read that already counted it, changes nothing; a fill is
+    applied once per venue trade id however often it is reported."""
+    book = rig.executor().balances
+    order = await rig.gateway.call("exe-x", "create_order", BTC, "market", "buy", 0.002)
+    assert await book.read(rig.gateway, "exe-x") == "applied"
+    trades = [t for t in await rig.gateway.call("exe-x", "fetch_my_trades", BTC, None, 50)
+              if t["order"] == order["id"]]
+    assert trades
+    snapshot = await view(rig, "exe-x")
+    for trade in trades:
+        assert await book.apply_streamed("exe-x", trade) == "read"
+    assert await view(rig, "exe-x") == snapshot
+    later = {**trades[0], "id": f"later-{uuid.uuid4().hex[:8]}", "timestamp": trades[0]["timestamp"] + 1}
+    assert await book.apply_streamed("exe-x", later) == "applied"
+    assert await book.apply_streamed("exe-x", later) == "seen"
+    moved = await view(rig, "exe-x")
+    deltas = trade_deltas(later)
+    assert deltas["USDT"] == pytest.approx(-later["cost"], rel=1e-12) and deltas["BTC"] > 0
+    for asset, delta in deltas.items():
+        assert moved[asset] == pytest.approx(snapshot[asset] + delta, rel=1e-12, abs=1e-12), asset
+    own = {**later, "id": f"own-{uuid.uuid4().hex[:8]}", "clientOrderId": "cseown-test-b", "info": {}}
+    assert await book.apply_streamed("exe-x", own) == "own"
+    assert await view(rig, "exe-x") == moved
+    assert await book.read(rig.gateway, "exe-x") == "applied"  # the venue's truth again
 
 
 async def test_reservations_are_checked_against_the_view_and_lapse(rig: Rig) -> None:
