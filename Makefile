@@ -19,8 +19,9 @@ lint: bootstrap
 typecheck: bootstrap
 	$(VENV)/bin/mypy
 
+# The Swarm test runs in a second pytest beside the rest (scripts/test.sh); ARGS runs one plain pytest.
 test: lint typecheck
-	$(VENV)/bin/pytest $(ARGS)
+	@scripts/test.sh $(ARGS)
 
 # The production stack on a four-node Swarm of local Docker engines (tests/swarm; needs root).
 test-swarm: bootstrap

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: 
         server = await stack.enter_async_context(
             MetricsServer(health, obs.metrics_host, metrics_port, serve_metrics)
         )
+        _record_port(server.port, log)
         ctx = WorkerContext(name, obs, stopping, health, stack, server.port, log)
         ticker = asyncio.create_task(_heartbeat(health, stopping))
         log.info("worker_starting", metrics_port=server.port)
@@ -117,6 +119,21 @@ async def serve(name: str, obs: ObservabilitySettings, metrics_port: int, body: 
             metrics.WORKER_INFO.labels(name).set(0)
     log.info("worker_stopped", exit_code=code)
     return code
+
+
+def _record_port(port: int, log: Any) -> None:
+    """Write the bound health port where ``CSE_HEALTH_PORT_FILE`` says (the container's
+    entrypoint sets it): the healthcheck then probes it without loading any settings."""
+    path = os.environ.get("CSE_HEALTH_PORT_FILE")
+    if not path:
+        return
+    try:
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as out:
+            out.write(f"{port}\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # the healthcheck falls back to `cse <worker> --check`
+        log.warning("health_port_not_recorded", path=path, error=str(exc))
 
 
 def _on_signal(stopping: asyncio.Event, log: Any, sig: signal.Signals) -> None:

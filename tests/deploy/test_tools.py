@@ -107,6 +107,51 @@ def test_entrypoint_loads_env_files_and_remembers_the_worker(tmp_path: Path) -> 
     assert proc.returncode == 2 and "a.env:1: expected CSE_NAME=value" in proc.stderr
 
 
+def test_the_healthcheck_probes_the_port_the_worker_recorded(tmp_path: Path) -> None:
+    """Once the worker recorded its health port, the healthcheck is one socket to /health:
+    no env file read (a broken one does not matter), no `cse` started; 200 healthy, else not."""
+    import http.server
+    import threading
+
+    status = {"code": 200}
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status["code"] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    fake_cse = tmp_path / "bin" / "cse"
+    fake_cse.parent.mkdir()
+    fake_cse.write_text('#!/bin/sh\necho "args:$*"\nenv | grep "^CSE_HEALTH"\n')
+    fake_cse.chmod(0o755)
+    port_file = tmp_path / "worker.port"
+    bad_env = tmp_path / "bad.env"
+    bad_env.write_text("NOT_CSE=1\n")
+    env = {"PATH": f"{fake_cse.parent}{os.pathsep}/usr/bin:/bin", "CSE_ENV_FILES": str(bad_env),
+           "CSE_WORKER_STATE_FILE": str(tmp_path / "worker"), "CSE_HEALTH_PORT_FILE": str(port_file)}
+    port_file.write_text("1\n")  # a previous run's
+    proc = run(["sh", str(ENTRYPOINT), "arbitrage"], env={**env, "CSE_ENV_FILES": ""})
+    assert f"CSE_HEALTH_PORT_FILE={port_file}\n" in proc.stdout, proc.stdout
+    assert not port_file.exists(), "a stale port survived the worker's start"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port_file.write_text(f"{server.server_address[1]}\n")
+        proc = run(["sh", str(ENTRYPOINT), "--healthcheck"], env=env)
+        assert proc.returncode == 0 and "args:" not in proc.stdout, (proc.stdout, proc.stderr)
+        status["code"] = 503
+        proc = run(["sh", str(ENTRYPOINT), "--healthcheck"], env=env)
+        assert proc.returncode == 1 and "unhealthy" in proc.stderr and "503" in proc.stderr, proc.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    proc = run(["sh", str(ENTRYPOINT), "--healthcheck"], env=env)  # nothing listens any more
+    assert proc.returncode == 1 and "unhealthy" in proc.stderr, proc.stderr
+
+
 # ---- shell ------------------------------------------------------------------------------
 def test_shellcheck_clean() -> None:
     shellcheck = require_tool("shellcheck", "apt package shellcheck")

@@ -20,6 +20,13 @@
    on snapshots to start. Binance allows 6,000 a minute per IP; the venues here are set
    to allow everything, so the polling figure is the demand, not what would be served.
 
+4. **Another's fill -> the arbitrage balance view.** Market orders placed on a venue-sim
+   outside the arbitrage (as the rebalancer's), one every 200 ms; a
+   :class:`~workers.arbitrage.balances.BalanceBook` follows the venue's account stream. The
+   time from each order's venue transaction time to the view holding its fill, p50/p99.
+   Without the stream the fill waits for the next balance read: up to
+   ``CSE_ARB_BALANCE_INTERVAL_S`` (5 s), half of it on average.
+
 A JSON line is printed last.
 """
 
@@ -188,6 +195,61 @@ async def rest_weight(bootstrap: str, redis_url: str, tmp: Path, pairs: int, mod
             "to_start": w0 - start_weight}
 
 
+async def fill_to_view(redis_url: str, tmp: Path, orders: int) -> dict[str, Any]:
+    """Another's market order -> the arbitrage balance view holding its fill, over the
+    venue's account stream."""
+    from workers.arbitrage.balances import BalanceBook
+
+    spec = infra.venue_sim_spec("bench-acct", infra.free_port(), 11, DEV_API_KEY, DEV_API_SECRET,
+                                tmp / "bench-acct.jsonl",
+                                ["--symbols", "BTC/USDT", "--balances", "USDT=10000000,BTC=100",
+                                 "--log-level", "warning"])
+    venue = infra.start(spec, tmp, timeout_s=60)
+    redis = connect(RedisSettings(url=redis_url))
+    gateway = Gateway(VenueSettings(venues=f"bench-acct=http://127.0.0.1:{venue.port}", symbols="BTC/USDT"))
+    stopping = asyncio.Event()
+    lat: list[float] = []
+
+    class Timed(BalanceBook):
+        async def apply_streamed(self, venue: str, trade: dict[str, Any]) -> str:
+            result = await super().apply_streamed(venue, trade)
+            if result == "applied":  # the view holds it from now on
+                lat.append(time.time() * 1000 - float(trade["timestamp"]))
+            return result
+
+    book = Timed(redis, ["bench-acct"], prefix=f"bench{time.monotonic_ns()}:")
+    follower = None
+    fills = 0
+    try:
+        await gateway.call("bench-acct", "load_markets")
+        assert await book.read(gateway, "bench-acct") == "applied"
+        follower = asyncio.create_task(book.follow(gateway, "bench-acct", stopping))
+        client = gateway.stream_client("bench-acct")
+        await _until(lambda: client is not None and bool(client.clients), 30, "the account stream")
+        await asyncio.sleep(1)
+        for i in range(orders):
+            order = await gateway.call("bench-acct", "create_order", "BTC/USDT", "market",
+                                       "buy" if i % 2 == 0 else "sell", 0.01, None,
+                                       {"clientOrderId": f"rb-bench-{i}-{time.monotonic_ns()}"})
+            fills += len(order.get("trades") or [])
+            await asyncio.sleep(0.2)
+        with contextlib.suppress(RuntimeError):
+            await _until(lambda: len(lat) >= fills, 5, "every fill in the view")
+    finally:
+        stopping.set()
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        await gateway.close()
+        await redis.aclose()
+        venue.stop()
+    arr = np.array(lat, dtype=float)
+    return {"orders": orders, "fills": fills, "seen": len(lat),
+            "p50_ms": round(float(np.percentile(arr, 50)), 1) if len(arr) else None,
+            "p99_ms": round(float(np.percentile(arr, 99)), 1) if len(arr) else None}
+
+
 async def event_to_opportunity(seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
     """Venue event -> opportunity published, on the embedded stack."""
     from aiokafka import AIOKafkaConsumer
@@ -230,12 +292,12 @@ async def _run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
         redis = infra.start(infra.redis_spec(infra.free_port(), tmp / "redis"), tmp, timeout_s=30)
         try:
             bootstrap, redis_url = f"127.0.0.1:{kafka.port}", f"redis://127.0.0.1:{redis.port}/0"
-            say(f"1/3 one ingest replica over streams, {', '.join(map(str, loads))} pairs at 10 "
+            say(f"1/4 one ingest replica over streams, {', '.join(map(str, loads))} pairs at 10 "
                 f"updates/s, {window:g} s each")
             rows = [await throughput(bootstrap, redis_url, tmp, n, window, say) for n in loads]
             say("     the same 100 pairs with every symbol's event at the same instant (--ws-aligned)")
             aligned = await throughput(bootstrap, redis_url, tmp, 100, window, say, aligned=True)
-            say(f"3/3 REST weight per minute, streaming vs polling, {', '.join(map(str, WEIGHT_PAIRS))} "
+            say(f"3/4 REST weight per minute, streaming vs polling, {', '.join(map(str, WEIGHT_PAIRS))} "
                 "pairs")
             weights: dict[str, dict[str, Any]] = {}
             for n in WEIGHT_PAIRS:
@@ -244,10 +306,14 @@ async def _run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
                     weights[f"{mode}_{n}"] = w
                     say(f"{n:>4} pairs {mode:<6}: {w['per_min']:>8} weight/min steady"
                         + (f" ({w['to_start']} to start: the snapshots)" if mode == "stream" else ""))
+            say("4/4 another's fill -> the arbitrage balance view, over the account stream")
+            fills = await fill_to_view(redis_url, tmp, 40 if quick else 150)
+            say(f"     {fills['seen']} of {fills['fills']} fills in the view: p50 {fills['p50_ms']} ms, "
+                f"p99 {fills['p99_ms']} ms (reads alone: up to 5,000 ms, 2,500 on average)")
         finally:
             kafka.stop()
             redis.stop()
-    say("2/3 venue event -> opportunity on the embedded stack")
+    say("2/4 venue event -> opportunity on the embedded stack")
     opp = await event_to_opportunity(20.0 if quick else 60.0, say)
     say(f"     {opp['opportunities']} opportunities: p50 {opp['p50_ms']} ms, p99 {opp['p99_ms']} ms")
     good = [r for r in rows if r["achieved_per_s"] >= 0.95 * r["offered_per_s"]
@@ -268,6 +334,9 @@ async def _run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
            v["per_min"] for k, v in weights.items()},
         "rest_weight_to_start_streaming_200": weights["stream_200"]["to_start"],
         "binance_weight_limit_per_min": BINANCE_WEIGHT_PER_MIN,
+        "fill_to_balance_view_p50_ms": fills["p50_ms"],
+        "fill_to_balance_view_p99_ms": fills["p99_ms"],
+        "fills_seen": fills["seen"], "fills_reported": fills["fills"],
     }
 
 
