@@ -5,10 +5,12 @@ three workers labelled tier=trading, tier=portfolio and tier=arbitrage, each in 
 network namespace) with a private registry, and builds the base images from Debian packages.
 The deploy script then runs exactly as an operator runs it, on the production stack file
 rendered with infrastructure/swarm/local-cluster.override.yml (what cannot exist offline)
-and a small override of this test's own: dry runs off, so the paper venues really trade.
+and a small override of this test's own: dry runs off, so the paper venues really trade, and
+worker health probed every 3 s.
 
-The tests run in file order and share the one deployment; `make test-swarm` runs them alone.
-Needs root (network namespaces, dockerd); ~5 minutes when the images are cached.
+The tests run in file order and share the one deployment; `make test` runs them in a second
+pytest beside the rest of the suite (scripts/test.sh), `make test-swarm` alone. Needs root
+(network namespaces, dockerd); 9–11 minutes when the base images are cached.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ from workers.main.ingest import Ingest
 from workers.main.settings import IngestSettings
 
 P99_GOAL_MS = 25.0
-LOADS = (50, 100, 125, 150, 200)  # pairs, at 10 updates/s each
+LOADS = (50, 100, 110, 125, 150, 200)  # pairs, at 10 updates/s each
 WEIGHT_PAIRS = (5, 50, 200)
 BINANCE_WEIGHT_PER_MIN = 6000
 
