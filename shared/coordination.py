@@ -136,14 +136,21 @@ class TranslatingRedis(aioredis.Redis):
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
     """A Redis client with timeouts, raising :class:`RedisUnavailable` when Redis is away;
-    the URL (which may hold a password) is never logged."""
-    return TranslatingRedis.from_url(
+    the URL (which may hold a password) is never logged.
+
+    Its pool holds at most ``max_connections``; a command finding them all busy waits for one
+    (up to the socket timeout) instead of failing: redis-py's default pool raises
+    ``MaxConnectionsError`` past 100, which a burst of polled books reached."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_s,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=30,
         decode_responses=False,
     )
+    return TranslatingRedis.from_pool(pool)
 
 
 def _text(raw: object) -> str:

@@ -88,6 +88,9 @@ class RedisSettings(SettingsPart):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     key_prefix: str = DEFAULT_PREFIX
     socket_timeout_s: float = Field(5.0, gt=0, le=120)
+    max_connections: int = Field(64, ge=1, le=10_000,
+                                 description="connections per process; more concurrent commands wait "
+                                             "for one (up to socket_timeout_s)")
 
 
 class StoreSettings(SettingsPart):

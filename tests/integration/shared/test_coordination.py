@@ -169,3 +169,19 @@ async def test_an_unreachable_redis_is_a_transient_error_in_commands_scripts_and
             assert "redis unavailable" in str(caught.value)
     finally:
         await client.aclose()
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection_instead_of_failing(redis_settings) -> None:
+    """1,000 commands at once on a client of 8 connections (a burst of polled books gating at
+    once): every one is served; redis-py's own pool raised MaxConnectionsError past its 100."""
+    from shared.coordination import connect
+
+    client = connect(redis_settings.model_copy(update={"max_connections": 8}))
+    key = f"{redis_settings.key_prefix}burst-{time.monotonic_ns()}"
+    try:
+        results = await asyncio.gather(*(client.eval("return redis.call('INCR', KEYS[1])", 1, key)
+                                         for _ in range(1000)))
+        assert sorted(results) == list(range(1, 1001))
+    finally:
+        await client.delete(key)
+        await client.aclose()
