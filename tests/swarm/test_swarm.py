@@ -229,6 +229,13 @@ def test_deploy_converges_with_every_worker_placed_by_tier(cluster: Cluster) -> 
         assert placed and placed <= {"trading", "portfolio", "arbitrage"}, (sim, placed)  # role worker
     image = cluster.inspect("arbitrage-worker")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert image.startswith(cluster.env["CSE_REGISTRY"] + "/cryptospreadedge:"), image
+    # the healthcheck probes the port the worker recorded with a bare socket (silent when
+    # healthy), not the fallback `cse arbitrage --check` (which prints /health's body)
+    task = cluster.running_tasks("arbitrage-worker")[0]
+    node, container = tiers[task["NodeID"]], task["Status"]["ContainerStatus"]["ContainerID"]
+    assert cluster.docker("exec", container, "cat", "/tmp/cse-worker.port", node=node).strip() == "9003"
+    health = json.loads(cluster.docker("inspect", container, node=node))[0]["State"]["Health"]
+    assert health["Status"] == "healthy" and health["Log"][-1]["Output"] == "", health["Log"][-3:]
 
 
 @pytest.mark.timeout(300)
