@@ -188,23 +188,10 @@ form_swarm() {
   for spec in "${NODES[@]}"; do
     IFS='|' read -r name addr tier <<<"$spec"
     [ "$name" = manager ] && continue
-    state=$(swarm_state "$name")
-    if [ "$state" != inactive ]; then
-      # Still a member of this swarm (an engine restarted under a kept manager)? Otherwise
-      # it belongs to an earlier swarm, which it leaves before joining this one.
-      id=$(d "$name" info --format '{{.Swarm.NodeID}}')
-      if [ -n "$id" ] && d manager node inspect "$id" >/dev/null 2>&1; then
-        wait_node_ready "$id" && continue
-      fi
-      log "node $name holds stale swarm state ($state): leaving it"
-      d "$name" swarm leave --force >/dev/null 2>&1 || true
+    if ! member_of_this_swarm "$name"; then
+      log "node $name joins the swarm"
+      d "$name" swarm join --token "$token" --advertise-addr "$addr" "$MANAGER_IP:2377" >/dev/null
     fi
-    log "node $name joins the swarm"
-    d "$name" swarm join --token "$token" --advertise-addr "$addr" "$MANAGER_IP:2377" >/dev/null
-  done
-  for spec in "${NODES[@]}"; do
-    IFS='|' read -r name addr tier <<<"$spec"
-    [ "$name" = manager ] && continue
     id=$(d "$name" info --format '{{.Swarm.NodeID}}')
     d manager node update --label-add "tier=$tier" "$id" >/dev/null
   done
@@ -215,13 +202,22 @@ form_swarm() {
   done
 }
 
-# wait_node_ready ID: a member engine that restarted reconnects within seconds.
-wait_node_ready() {
-  local _
-  for _ in $(seq 1 50); do
-    [ "$(d manager node inspect "$1" --format '{{.Status.State}}' 2>/dev/null)" = ready ] && return 0
-    sleep 0.2
-  done
+# member_of_this_swarm NAME: true if the engine is a ready node of the manager's swarm (an
+# engine restarted under a kept manager reconnects within seconds). An engine holding an
+# earlier swarm's state leaves it (false: it is to join).
+member_of_this_swarm() {
+  local name=$1 state id _
+  state=$(swarm_state "$name")
+  [ "$state" = inactive ] && return 1
+  id=$(d "$name" info --format '{{.Swarm.NodeID}}')
+  if [ -n "$id" ] && d manager node inspect "$id" >/dev/null 2>&1; then
+    for _ in $(seq 1 50); do
+      [ "$(d manager node inspect "$id" --format '{{.Status.State}}' 2>/dev/null)" = ready ] && return 0
+      sleep 0.2
+    done
+  fi
+  log "node $name holds stale swarm state ($state): leaving it"
+  d "$name" swarm leave --force >/dev/null 2>&1 || true
   return 1
 }
 

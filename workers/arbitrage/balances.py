@@ -59,7 +59,7 @@ log = get_logger("arbitrage.balances")
 
 APPLIED_KEEP_MS = 86_400_000  # remember applied client ids for a day
 TOLERANCE = 1e-9  # relative, plus the same absolute: float noise between the view and the venue
-OWN_ORDER_PREFIX = "cse"  # the arbitrage's client order ids (execute.leg_ids, cycle_ids)
+OWN_ORDER_PREFIX = "cse"  # starts every client order id the arbitrage sends (execute.leg_ids, cycle_ids)
 
 # KEYS: bal, inflight  ARGV: client ids..., then the expiry ms last
 _BEGIN = """
@@ -148,27 +148,23 @@ end
 return cjson.encode(diff)
 """
 
-# KEYS: bal, applied  ARGV: client id, 't:' trade id, trade venue time ms, now ms, then asset, delta
-# pairs. A fill seen on the account stream: 'own' (the arbitrage's order: applied from the venue's
-# answer), 'unknown' (the view was never read), 'seen' (this trade was applied), 'read' (the
-# last read came after it and counted it) or 'applied'.
+# KEYS: bal, applied  ARGV: 't:' trade id, trade venue time ms, now ms, then asset, delta pairs.
+# Another's fill seen on the account stream: 'unknown' (the view was never read), 'seen' (this
+# trade was applied), 'read' (the last read came after it and counted it) or 'applied'.
 _STREAMED = """
-if string.sub(ARGV[1], 1, #ARGV[5]) == ARGV[5] and #ARGV[5] > 0 then
-  return 'own'
-end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'unknown'
 end
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 'seen'
 end
-if tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], '_rt') or '0') then
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], '_rt') or '0') then
   return 'read'
 end
-for i = 6, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HINCRBY', KEYS[1], '_epoch', 1)
 return 'applied'
 """
@@ -229,35 +225,38 @@ return 1
 """
 
 
+def fill_deltas(symbol: str, side: str | None, amount: float, cost: float,
+                fees: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """What a fill of ``amount`` base for ``cost`` quote did to the account, per asset, each
+    fee taken in its own currency."""
+    base, quote = split_symbol(symbol)
+    buy = side == "buy"
+    out = {base: amount if buy else -amount, quote: -cost if buy else cost}
+    for fee in fees:
+        paid = float(fee.get("cost") or 0.0)
+        if paid and fee.get("currency"):
+            out[fee["currency"]] = out.get(fee["currency"], 0.0) - paid
+    return out
+
+
 def order_deltas(order: dict[str, Any], symbol: str) -> dict[str, float]:
     """What an order did to the account, per asset: its fill, then each fee in its currency."""
-    base, quote = split_symbol(symbol)
     filled = float(order.get("filled") or 0.0)
     if filled <= 0.0:
         return {}
     cost = order.get("cost")
     cost = float(cost) if cost is not None else filled * float(order.get("average") or 0.0)
-    buy = order.get("side") == "buy"
-    out = {base: filled if buy else -filled, quote: -cost if buy else cost}
-    for fee in order.get("fees") or ([order["fee"]] if order.get("fee") else []):
-        amount = float(fee.get("cost") or 0.0)
-        if amount and fee.get("currency"):
-            out[fee["currency"]] = out.get(fee["currency"], 0.0) - amount
-    return out
+    return fill_deltas(symbol, order.get("side"), filled, cost,
+                       order.get("fees") or ([order["fee"]] if order.get("fee") else []))
 
 
 def trade_deltas(trade: dict[str, Any]) -> dict[str, float]:
     """What one fill (a ccxt trade) did to the account, per asset, its fee included."""
-    base, quote = split_symbol(trade["symbol"])
     amount = float(trade.get("amount") or 0.0)
     cost = trade.get("cost")
     cost = float(cost) if cost is not None else amount * float(trade.get("price") or 0.0)
-    buy = trade.get("side") == "buy"
-    out = {base: amount if buy else -amount, quote: -cost if buy else cost}
-    fee = trade.get("fee") or {}
-    if fee.get("cost") and fee.get("currency"):
-        out[fee["currency"]] = out.get(fee["currency"], 0.0) - float(fee["cost"])
-    return out
+    return fill_deltas(trade["symbol"], trade.get("side"), amount, cost,
+                       [trade["fee"]] if trade.get("fee") else [])
 
 
 class BalanceBook:
@@ -366,11 +365,16 @@ class BalanceBook:
         done = int(await self._apply(keys=[bal, flying, applied], args=args))
         if not done:
             return {}
+        self._move_local(venue, deltas)  # this replica sees its own fills at once
+        return deltas
+
+    def _move_local(self, venue: str, deltas: dict[str, float]) -> None:
+        """Move the local copy by what a fill applied to the view did (a venue never read yet
+        has none: the next refresh brings it)."""
         mine = self.local.get(venue)
-        if mine is not None:  # this replica sees its own fills at once
+        if mine is not None:
             for asset, delta in deltas.items():
                 mine[asset] = mine.get(asset, 0.0) + delta
-        return deltas
 
     # --- reading the venues ---------------------------------------------------------------------
 
@@ -408,24 +412,24 @@ class BalanceBook:
     # --- the account stream ---------------------------------------------------------------------
 
     async def apply_streamed(self, venue: str, trade: dict[str, Any]) -> str:
-        """Apply one fill the venue's account stream reported (see ``_STREAMED`` for the
-        answers) and count it."""
+        """Apply one fill the venue's account stream reported and count it: 'own' (the
+        arbitrage's order, applied from the venue's answer; no Redis call), else what
+        ``_STREAMED`` answers."""
         info = trade.get("info") or {}
         client_id = str(trade.get("clientOrderId") or info.get("c") or "")
+        if client_id.startswith(OWN_ORDER_PREFIX):
+            STREAM_FILLS.labels(venue, "own").inc()
+            return "own"
         deltas = trade_deltas(trade)
         bal, _flying, applied, _res = self._keys(venue)
-        args: list[Any] = [client_id, f"t:{trade['id']}", int(trade.get("timestamp") or 0),
-                           int(time.time() * 1000), OWN_ORDER_PREFIX]
+        args: list[Any] = [f"t:{trade['id']}", int(trade.get("timestamp") or 0), int(time.time() * 1000)]
         for asset, delta in deltas.items():
             args += [asset, repr(delta)]
         result = await self._streamed(keys=[bal, applied], args=args)
         result = result.decode() if isinstance(result, bytes) else str(result)
         STREAM_FILLS.labels(venue, result).inc()
         if result == "applied":
-            mine = self.local.get(venue)
-            if mine is not None:
-                for asset, delta in deltas.items():
-                    mine[asset] = mine.get(asset, 0.0) + delta
+            self._move_local(venue, deltas)
             log.info("balance_streamed_fill", venue=venue, symbol=trade.get("symbol"),
                      side=trade.get("side"), amount=trade.get("amount"), client_order_id=client_id,
                      deltas=deltas)

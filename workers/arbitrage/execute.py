@@ -59,7 +59,7 @@ from shared.messages import ORDERS_EXECUTIONS, Opportunity, OpportunityLeg, now_
 from shared.orders import Source, execution_report, planned_report, quote_fee
 from shared.precision import amount_floor, limit_price, min_amount
 from shared.timeseries import TimeSeriesWriter
-from workers.arbitrage.balances import BalanceBook, order_deltas
+from workers.arbitrage.balances import OWN_ORDER_PREFIX, BalanceBook, order_deltas
 from workers.arbitrage.detect import DetectorConfig, walk
 from workers.arbitrage.ledger import ExecutionLedger
 from workers.arbitrage.metrics import DRIFT, EXECUTIONS, HEDGES, LEG_LATENCY, REALISED_PNL, REVALIDATIONS
@@ -117,13 +117,13 @@ class Settlement:
 
 def leg_ids(opportunity_id: str) -> tuple[str, str, str]:
     """Client order ids of the buy leg, the sell leg and the hedge (Binance allows 36 chars)."""
-    stem = f"cse{opportunity_id[:24]}"
+    stem = f"{OWN_ORDER_PREFIX}{opportunity_id[:24]}"
     return f"{stem}b", f"{stem}s", f"{stem}h"
 
 
 def cycle_ids(opportunity_id: str) -> tuple[list[str], dict[int, str]]:
     """Client order ids of a triangle's three legs, and of the unwinds through legs 1 and 3."""
-    stem = f"cse{opportunity_id[:24]}"
+    stem = f"{OWN_ORDER_PREFIX}{opportunity_id[:24]}"
     return [f"{stem}t1", f"{stem}t2", f"{stem}t3"], {0: f"{stem}u1", 2: f"{stem}u3"}
 
 

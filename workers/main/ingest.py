@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -98,16 +99,16 @@ def to_message(venue: str, symbol: str, raw: dict[str, Any], received_ms: int, d
 
 
 class _HotMetrics(NamedTuple):
-    """A venue's metric children on the per-book path, looked up once (``labels()`` costs
-    about 5 µs a call, three calls a book)."""
-
     stream_lag: Any
     event_to_bus: Any
     published: Any
 
-    @classmethod
-    def of(cls, venue: str) -> _HotMetrics:
-        return cls(STREAM_LAG.labels(venue), EVENT_TO_BUS.labels(venue), BOOKS_PUBLISHED.labels(venue))
+
+@functools.cache
+def _hot_metrics(venue: str) -> _HotMetrics:
+    """A venue's metric children on the per-book path, looked up once (``labels()`` costs
+    about 5 µs a call, three calls a book)."""
+    return _HotMetrics(STREAM_LAG.labels(venue), EVENT_TO_BUS.labels(venue), BOOKS_PUBLISHED.labels(venue))
 
 
 class Ingest:
@@ -130,7 +131,6 @@ class Ingest:
         self._started: dict[str, float] = {}  # pair -> when its current watcher started
         self._down: set[str] = set()  # streamed pairs whose stream failed and is not back
         self._last_publish: dict[str, float] = {}
-        self._hot: dict[str, _HotMetrics] = {}  # per venue: the children the per-book path updates
         self._stream_last: dict[str, int] = {}  # pair -> update id of its last streamed book
         self._publishing = 0  # watchers in the middle of publishing a book
         self._idle = asyncio.Event()  # set while none is
@@ -284,7 +284,7 @@ class Ingest:
                 self._heard[pair] = time.monotonic()
                 venue_ts = raw.get("timestamp")
                 if venue_ts:
-                    self._metrics(venue).stream_lag.observe(max(0.0, (received - venue_ts) / 1000))
+                    _hot_metrics(venue).stream_lag.observe(max(0.0, (received - venue_ts) / 1000))
                 self._publishing += 1
                 self._idle.clear()
                 try:
@@ -366,7 +366,7 @@ class Ingest:
             self._stream_last.pop(key, None)  # a poll in between: the stream's next book is gated
         await self.services.bus.send(MD_ORDERBOOKS, message)  # returns once the broker acked
         acked = now_ms()
-        hot = self._metrics(venue)
+        hot = _hot_metrics(venue)
         if raw.get("timestamp"):  # the venue's own time: streamed books
             hot.event_to_bus.observe(max(0.0, (acked - message.ts_venue_ms) / 1000))
         if self.on_published is not None:
@@ -377,12 +377,6 @@ class Ingest:
         self._freshest[venue] = max(self._freshest.get(venue, 0), message.ts_venue_ms)
         self._write_series(message)
         return True
-
-    def _metrics(self, venue: str) -> _HotMetrics:
-        hot = self._hot.get(venue)
-        if hot is None:
-            hot = self._hot[venue] = _HotMetrics.of(venue)
-        return hot
 
     def _write_series(self, book: OrderBook) -> None:
         interval = self.settings.tsdb_interval_s
